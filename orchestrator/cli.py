@@ -1,0 +1,142 @@
+"""The ``orchestrator`` command: ``run`` a suite on Ray, manage recorded ``durations``.
+
+``main(argv)`` returns an exit code and never calls ``sys.exit``; our own errors
+become one ``ERROR:`` line, unexpected ones keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator import __version__
+from orchestrator.config import default_store_path, find_project_root, parse_workers
+from orchestrator.durations import DurationStore, read_durations_file
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.progress import format_duration
+
+#: Exit code for usage errors, as pytest uses it.
+EXIT_USAGE = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Run pytest suites on Ray workers, longest tests first.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run a pytest suite on Ray workers (other arguments go to pytest)",
+        description="Run a pytest suite on Ray workers. Arguments not listed here "
+        "(paths, -k, -m, -x, --junitxml, --pyargs, ...) go to pytest unchanged.",
+        allow_abbrev=False,
+    )
+    run.add_argument("--workers", default="auto", metavar="N|auto", help="workers (default auto)")
+    run.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="existing Ray cluster (default $RAY_ADDRESS, else a local instance)",
+    )
+    run.add_argument("--durations-store", default=None, metavar="PATH", help="duration store")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="print pytest's usual per-test output instead of the live progress line",
+    )
+
+    durations = commands.add_parser("durations", help="inspect or seed the duration store")
+    actions = durations.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    imp = actions.add_parser(
+        "import",
+        help="seed the store from JUnit XML reports or pytest-split .test_durations files",
+    )
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    imp.add_argument("--store", type=Path, default=None, metavar="PATH")
+    show = actions.add_parser("show", help="list the longest recorded tests")
+    show.add_argument("--store", type=Path, default=None, metavar="PATH")
+    show.add_argument("--top", type=int, default=20, metavar="N")
+    return parser
+
+
+def _store_path(explicit: Path | None) -> Path:
+    return explicit if explicit is not None else default_store_path(find_project_root(Path.cwd()))
+
+
+def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    parse_workers(args.workers)  # fail here, before pytest starts, on a bad value
+    import pytest
+
+    argv = ["--ray", "--ray-workers", args.workers]
+    if args.address:
+        argv += ["--ray-address", args.address]
+    if args.durations_store:
+        argv += ["--ray-durations", args.durations_store]
+    verbose = any(
+        a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in pytest_args
+    )
+    if not args.no_progress and not verbose:
+        argv.append("--ray-progress")
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        argv = ["-p", "pytest_orchestrator.plugin", *argv]
+    if pytest_args and pytest_args[0] == "--":
+        pytest_args = pytest_args[1:]
+    return int(pytest.main([*argv, *pytest_args]))
+
+
+def _import(args: argparse.Namespace) -> int:
+    store = DurationStore(_store_path(args.store))
+    for path in args.files:
+        durations = read_durations_file(path)
+        if not durations:
+            raise OrchestratorError(f"{path}: no test durations found")
+        written = store.record(durations, replace=True)
+        print(f"imported {written} test durations from {path} into {store.path}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    store = DurationStore(_store_path(args.store))
+    durations = store.load()
+    if not durations:
+        print(f"no durations recorded in {store.path}")
+        return 0
+    longest = sorted(durations.items(), key=lambda kv: -kv[1])[: max(1, args.top)]
+    total = sum(durations.values())
+    print(f"{len(durations)} tests, {format_duration(total)} in total, in {store.path}")
+    for nodeid, seconds in longest:
+        print(f"{format_duration(seconds):>9}  {nodeid}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "run":
+            return _run(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.action == "import":
+            return _import(args)
+        return _show(args)
+    except UsageError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OrchestratorError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The duration store: per-test seconds learnt from earlier runs, in an embedded SQLite file.
+
+SQLite makes concurrent writers safe: two runs that end at the same moment each commit
+their own transaction, one after the other. A store that cannot be read is moved aside
+with a warning and rebuilt; a run never fails because of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import time
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.planner import junit_key
+
+#: Weight of the newest run in the moving average of a test's duration.
+NEW_WEIGHT = 0.5
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS durations (
+    nodeid TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+class StoreWarning(UserWarning):
+    """The duration store could not be used as it was; the run goes on."""
+
+
+class DurationStore:
+    """Reads and updates recorded test durations at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        gitignore = self.path.parent / ".gitignore"
+        if not gitignore.exists():
+            with contextlib.suppress(OSError):
+                gitignore.write_text("# created by orchestrator\n*\n")
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(_SCHEMA)
+        return conn
+
+    def _set_aside(self, error: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        try:
+            self.path.replace(aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        warnings.warn(
+            StoreWarning(
+                f"duration store {self.path} is unreadable ({error}); {where}, "
+                "starting a new one. Scheduling falls back to estimates for this run."
+            ),
+            stacklevel=3,
+        )
+
+    def load(self) -> dict[str, float]:
+        """All recorded durations; an empty mapping when there is no usable store."""
+        if not self.path.exists():
+            return {}
+        try:
+            conn = self._connect()
+            try:
+                rows = conn.execute("SELECT nodeid, seconds FROM durations").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return {}
+        return {str(nodeid): float(seconds) for nodeid, seconds in rows}
+
+    def record(self, durations: Mapping[str, float], *, replace: bool = False) -> int:
+        """Merge a run's durations into the store; returns how many tests were written.
+
+        A test's stored value moves halfway towards each new measurement, which follows
+        real changes quickly without trusting one noisy run completely. ``replace``
+        overwrites instead (imports).
+        """
+        rows = [(k, float(v)) for k, v in durations.items() if math.isfinite(v) and v >= 0]
+        if not rows:
+            return 0
+        try:
+            return self._write(rows, replace)
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return self._write(rows, replace)
+
+    def _write(self, rows: list[tuple[str, float]], replace: bool) -> int:
+        now = time.time()
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if replace:
+                conn.executemany(
+                    "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
+                    " ON CONFLICT(nodeid) DO UPDATE SET seconds = excluded.seconds,"
+                    " samples = 1, updated = excluded.updated",
+                    [(k, v, now) for k, v in rows],
+                )
+            else:
+                conn.executemany(
+                    "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
+                    " ON CONFLICT(nodeid) DO UPDATE SET"
+                    f" seconds = seconds * {1 - NEW_WEIGHT} + excluded.seconds * {NEW_WEIGHT},"
+                    " samples = samples + 1, updated = excluded.updated",
+                    [(k, v, now) for k, v in rows],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+        return len(rows)
+
+
+def read_pytest_split(path: Path) -> dict[str, float]:
+    """Durations from pytest-split's ``.test_durations`` (a JSON object nodeid -> seconds)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise OrchestratorError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, list):  # very old pytest-split wrote [[nodeid, seconds], ...]
+        data = dict(data)
+    if not isinstance(data, dict):
+        raise OrchestratorError(f"{path}: expected a JSON object of test ids to seconds")
+    out: dict[str, float] = {}
+    for nodeid, seconds in data.items():
+        if not isinstance(seconds, int | float):
+            raise OrchestratorError(f"{path}: duration of {nodeid!r} is not a number")
+        out[str(nodeid)] = float(seconds)
+    return out
+
+
+def read_junit(path: Path) -> dict[str, float]:
+    """Durations from a JUnit XML report, keyed the way :func:`junit_key` names tests."""
+    out: dict[str, float] = {}
+    try:
+        for _event, elem in ET.iterparse(path, events=("end",)):
+            if elem.tag == "testcase":
+                name = elem.get("name")
+                if name is not None:
+                    classname = elem.get("classname", "")
+                    try:
+                        seconds = float(elem.get("time", "0") or 0)
+                    except ValueError:
+                        seconds = 0.0
+                    key = f"junit:{classname}::{name}"
+                    out[key] = out.get(key, 0.0) + seconds
+                elem.clear()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise OrchestratorError(f"{path}:{line}:{column}: not well-formed XML ({exc})") from None
+    return out
+
+
+def read_durations_file(path: Path) -> dict[str, float]:
+    """Read a JUnit XML report or a pytest-split durations file, by content."""
+    try:
+        head = path.read_bytes()[:512].lstrip()
+    except OSError as exc:
+        raise OrchestratorError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head.startswith(b"<"):
+        return read_junit(path)
+    if head.startswith((b"{", b"[")):
+        return read_pytest_split(path)
+    raise OrchestratorError(
+        f"{path}: neither a JUnit XML report nor a pytest-split .test_durations file"
+    )
+
+
+def durations_of(reports: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Sum phase durations per node id (setup + call + teardown)."""
+    out: dict[str, float] = {}
+    for nodeid, seconds in reports:
+        out[nodeid] = out.get(nodeid, 0.0) + seconds
+    return out
+
+
+__all__ = [
+    "DurationStore",
+    "StoreWarning",
+    "durations_of",
+    "junit_key",
+    "read_durations_file",
+    "read_junit",
+    "read_pytest_split",
+]

@@ -1,0 +1,48 @@
+"""The interface between the controller's loop and whatever runs the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from orchestrator.protocol import Message
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """A worker's host process is gone (killed actor, lost node); its message says how."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """Where the workers run, for the start-up line and the summary."""
+
+    description: str
+    cpus: int
+    started_here: bool
+
+
+#: One poll result: a worker and its new events, or the news that it was lost.
+PollResult = tuple[str, "list[bytes | Message] | WorkerLost"]
+
+
+class Executor(Protocol):
+    """Starts workers, carries commands to them and events back."""
+
+    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        """Start one worker per init message (each names its worker id)."""
+
+    def send(self, worker: str, commands: list[Message]) -> None:
+        """Queue commands for ``worker``; they leave with its next exchange."""
+
+    def poll(self, timeout: float) -> list[PollResult]:
+        """Wait up to ``timeout`` for events from any worker."""
+
+    def close_worker(self, worker: str) -> None:
+        """Release a worker that has finished or died."""
+
+    def shutdown(self) -> None:
+        """Stop every worker; stop the cluster too if this executor started it."""

@@ -1,0 +1,164 @@
+"""The owner's handle on one worker process: start it, talk to it, notice how it ended.
+
+Used inside a Ray actor (one per worker) and usable without Ray, which keeps the
+worker protocol testable on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from orchestrator.protocol import FDS_ENV, LineReader, Message, encode
+
+#: How much of a dead worker's output goes into the error that reports it.
+LOG_TAIL_LINES = 25
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3`` or ``signal 11 (SIGSEGV)``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+        return f"signal {-returncode} ({name})"
+    return f"exit code {returncode}"
+
+
+class WorkerProcess:
+    """A ``python -m orchestrator.worker`` child with a command pipe and an event pipe."""
+
+    def __init__(
+        self,
+        init: Message,
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        python: str | None = None,
+    ) -> None:
+        self.worker_id: str = init["worker"]
+        cmd_read, cmd_write = os.pipe()
+        evt_read, evt_write = os.pipe()
+        log_fd, self.log_path = tempfile.mkstemp(
+            prefix=f"orchestrator-{self.worker_id}-", suffix=".log"
+        )
+        child_env = dict(env)
+        child_env[FDS_ENV] = f"{cmd_read},{evt_write}"
+        # Which worker this is, under our name and pytest-xdist's (plugins that isolate
+        # databases or ports per worker read the latter).
+        count = str(init.get("workercount", 1))
+        child_env["ORCHESTRATOR_WORKER"] = child_env["PYTEST_XDIST_WORKER"] = self.worker_id
+        child_env["ORCHESTRATOR_WORKER_COUNT"] = child_env["PYTEST_XDIST_WORKER_COUNT"] = count
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self._proc = subprocess.Popen(
+                [python or sys.executable, "-m", "orchestrator.worker"],
+                cwd=cwd,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                pass_fds=(cmd_read, evt_write),
+                start_new_session=True,
+            )
+        finally:
+            os.close(cmd_read)
+            os.close(evt_write)
+            os.close(log_fd)
+        self._commands = os.fdopen(cmd_write, "wb")
+        self._events = LineReader(evt_read)
+        self.exit_event: Message | None = None
+        self.send([init])
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Write commands; a worker that already died is noticed by :meth:`events`."""
+        if not messages:
+            return
+        try:
+            self._commands.write(b"".join(encode(m) for m in messages))
+            self._commands.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def events(self, timeout: float) -> list[bytes | Message]:
+        """Events waiting now, or the first within ``timeout`` seconds.
+
+        Raw lines are passed through undecoded (the controller decodes them); the
+        process's end is appended once as an ``exit`` event.
+        """
+        out: list[bytes | Message] = []
+        if self.exit_event is not None:
+            return out
+        line = self._events.readline(timeout)
+        while line is not None:
+            out.append(line)
+            line = self._events.readline(0) if self._events.has_line() else None
+        if self._events.eof:
+            out.append(self._finish())
+        return out
+
+    def _finish(self) -> Message:
+        try:
+            returncode = self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            returncode = self._proc.wait()
+        os.close(self._events.fd)
+        self.exit_event = {
+            "t": "exit",
+            "code": returncode,
+            "how": describe_exit(returncode),
+            "log": self.log_tail(),
+        }
+        return self.exit_event
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of the worker's output; from the fatal error on, when there is one."""
+        try:
+            text = Path(self.log_path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        all_lines = text.splitlines()
+        marker = "Fatal Python error"
+        fatal = [i for i, line in enumerate(all_lines) if marker in line]
+        if fatal:
+            # faulthandler's report: the error, then the innermost frames first.
+            first = all_lines[fatal[-1]]
+            report = [first[first.index(marker) :], *all_lines[fatal[-1] + 1 :]]
+            return "\n".join(report[:lines])
+        return "\n".join(all_lines[-lines:])
+
+    def kill(self) -> None:
+        """Kill the worker and anything it started (its own process group)."""
+        if self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._proc.kill()
+
+    def close(self, grace: float = 5.0) -> None:
+        """Ask nicely (the session may still be finishing), then kill; remove the log."""
+        with contextlib.suppress(OSError):
+            self._commands.close()
+        deadline = time.monotonic() + grace
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.kill()
+        self._proc.wait()
+        if self.exit_event is None:
+            with contextlib.suppress(OSError):
+                os.close(self._events.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)

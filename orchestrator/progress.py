@@ -1,0 +1,63 @@
+"""Pure formatting of the live progress line and the end-of-run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def format_duration(seconds: float) -> str:
+    """``0.42s``, ``12.3s``, ``2m05s``, ``1h02m``."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def eta_seconds(remaining_estimate: float, workers: int) -> float:
+    """Time left if the remaining estimated work spreads evenly over the workers."""
+    return max(0.0, remaining_estimate) / max(1, workers)
+
+
+def progress_line(done: int, total: int, failed: int, elapsed: float, eta: float | None) -> str:
+    """``[ 120/450] 27% | 2 failed | 0:12 elapsed | ETA 0:31``."""
+    width = len(str(total))
+    percent = (100 * done // total) if total else 100
+    parts = [f"[{done:>{width}}/{total}] {percent:3d}%", f"{failed} failed"]
+    parts.append(f"{format_duration(elapsed)} elapsed")
+    if eta is not None and done < total:
+        parts.append(f"ETA {format_duration(eta)}")
+    return " | ".join(parts)
+
+
+def summary_lines(
+    *,
+    where: str,
+    workers: int,
+    wall: float,
+    serial: float,
+    slowest: Sequence[tuple[str, float]],
+    lost: Sequence[str],
+    store: str,
+    startup: float | None,
+) -> list[str]:
+    """The orchestrator's section of the terminal summary."""
+    speedup = serial / wall if wall > 0 else 0.0
+    lines = [
+        f"{workers} worker(s) on {where}",
+        f"wall time {format_duration(wall)}, serial time {format_duration(serial)} "
+        f"(sum of test durations), speed-up {speedup:.2f}x",
+    ]
+    if startup is not None:
+        lines.append(f"start-up {format_duration(startup)} (collection done to first result)")
+    if slowest:
+        lines.append("slowest tests:")
+        lines.extend(f"  {format_duration(secs):>8}  {nodeid}" for nodeid, secs in slowest)
+    if lost:
+        lines.append("workers lost: " + ", ".join(lost))
+    lines.append(f"durations recorded in {store}")
+    return lines

@@ -1,0 +1,220 @@
+"""The only module that imports Ray: the cluster connection and the worker actors.
+
+Each worker is a Ray actor that owns one worker process (see :mod:`orchestrator.process`)
+for the whole run. The actor is a thin relay: commands go down a pipe, events come back
+from another. Keeping pytest in a child of the actor means a test that crashes its
+interpreter (a segfault, ``os._exit``) takes down only that process, and the actor can
+say exactly how it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.config import POLL_SECONDS
+from orchestrator.errors import ClusterError
+from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
+from orchestrator.process import WorkerProcess
+from orchestrator.protocol import Message
+
+#: Accelerator variables Ray sets in an actor; they win over the controller's values.
+RAY_ASSIGNED_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+#: Seconds to wait for a worker actor to be placed and to answer.
+ACTOR_START_TIMEOUT = 120.0
+#: Seconds to reach the address of an existing cluster before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+class WorkerActor:
+    """Runs on a Ray worker: owns one worker process and relays its pipes."""
+
+    def __init__(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
+        child_env = dict(env)
+        for name in RAY_ASSIGNED_VARS:
+            if name in os.environ:
+                child_env[name] = os.environ[name]
+        if not os.path.exists(python):
+            python = sys.executable
+        self._proc = WorkerProcess(init, cwd=cwd, env=child_env, python=python)
+
+    def where(self) -> str:
+        return f"{socket.gethostname()} pid {os.getpid()}"
+
+    def exchange(self, commands: list[Message], timeout: float) -> list[bytes | Message]:
+        self._proc.send(commands)
+        return self._proc.events(timeout)
+
+    def close(self) -> None:
+        self._proc.close()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, naming the address, when nothing listens there."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(
+            f"--ray-address {address!r} is not HOST:PORT (for example 127.0.0.1:6379); "
+            "use the address `ray start --head` printed"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
+            "check that `ray start --head` is running there, or leave out --ray-address "
+            "to start a local one"
+        ) from None
+
+
+class RayExecutor:
+    """Connects to (or starts) a Ray cluster and runs worker actors on it."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self._ray: Any = None
+        self._started_here = False
+        self._actors: dict[str, Any] = {}
+        self._outbox: dict[str, list[Message]] = {}
+        self._outstanding: dict[Any, str] = {}
+        self._busy: set[str] = set()
+
+    # -- cluster ---------------------------------------------------------------------
+    def connect(self, local_cpus: int) -> ClusterInfo:
+        """Join the cluster at ``address``, or start a local one with ``local_cpus`` CPUs."""
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.address:
+            _check_reachable(self.address)
+        else:
+            # Keep an embedded cluster on loopback (read by Ray when it is imported).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        self._ray = ray
+        quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        if ray.is_initialized():
+            pass
+        elif self.address:
+            try:
+                ray.init(address=self.address, **quiet)
+            except Exception as exc:
+                hint = ""
+                if "token" in str(exc).lower():
+                    hint = (
+                        "; the cluster uses token authentication: set RAY_AUTH_TOKEN, or "
+                        "RAY_AUTH_TOKEN_PATH to the file holding the cluster's token"
+                    )
+                raise ClusterError(
+                    f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}{hint}"
+                ) from None
+        else:
+            ray.init(
+                num_cpus=local_cpus,
+                include_dashboard=False,
+                object_store_memory=256 * 1024 * 1024,
+                **quiet,
+            )
+            self._started_here = True
+        cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
+        if self._started_here:
+            where = f"a local Ray instance ({cpus} CPUs)"
+        else:
+            alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+            nodes = len(alive)
+            where = f"the Ray cluster at {self.address or 'auto'} ({nodes} node(s), {cpus} CPUs)"
+        return ClusterInfo(description=where, cpus=cpus, started_here=self._started_here)
+
+    # -- workers ---------------------------------------------------------------------
+    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        ray = self._ray
+        remote_cls = ray.remote(WorkerActor)
+        for init in inits:
+            actor = remote_cls.options(
+                num_cpus=1, max_concurrency=1, scheduling_strategy="SPREAD"
+            ).remote(init, cwd, dict(env), sys.executable)
+            self._actors[init["worker"]] = actor
+            self._outbox[init["worker"]] = []
+        pings = {actor.where.remote(): wid for wid, actor in self._actors.items()}
+        deadline = time.monotonic() + ACTOR_START_TIMEOUT
+        waiting = list(pings)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    raise ClusterError(
+                        f"worker {pings[ref]} failed to start: {_first_line(exc)}"
+                    ) from None
+            if waiting and time.monotonic() > deadline:
+                raise ClusterError(
+                    f"{len(waiting)} worker(s) were not placed within {ACTOR_START_TIMEOUT:.0f} s; "
+                    "the cluster may lack free CPUs: ask for fewer workers with --ray-workers"
+                )
+
+    def send(self, worker: str, commands: list[Message]) -> None:
+        self._outbox.setdefault(worker, []).extend(commands)
+
+    def poll(self, timeout: float) -> list[PollResult]:
+        ray = self._ray
+        for worker, actor in self._actors.items():
+            if worker not in self._busy:
+                commands, self._outbox[worker] = self._outbox[worker], []
+                ref = actor.exchange.remote(commands, POLL_SECONDS)
+                self._outstanding[ref] = worker
+                self._busy.add(worker)
+        if not self._outstanding:
+            return []
+        refs = list(self._outstanding)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        results: list[PollResult] = []
+        for ref in ready:
+            worker = self._outstanding.pop(ref)
+            self._busy.discard(worker)
+            try:
+                results.append((worker, ray.get(ref)))
+            except ray.exceptions.RayError as exc:
+                self._actors.pop(worker, None)
+                results.append((worker, WorkerLost(_first_line(exc))))
+        return results
+
+    def close_worker(self, worker: str) -> None:
+        for ref, owner in list(self._outstanding.items()):
+            if owner == worker:
+                del self._outstanding[ref]
+        self._busy.discard(worker)
+        actor = self._actors.pop(worker, None)
+        if actor is None:
+            return
+        with contextlib.suppress(Exception):
+            self._ray.get(actor.close.remote(), timeout=15)
+        self._ray.kill(actor)
+
+    def shutdown(self) -> None:
+        if self._ray is None:
+            return
+        closing = [actor.close.remote() for actor in self._actors.values()]
+        if closing:
+            self._ray.wait(closing, num_returns=len(closing), timeout=15)
+        for actor in self._actors.values():
+            self._ray.kill(actor)
+        self._actors.clear()
+        self._outstanding.clear()
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,144 @@
+"""Pure dispatch state machine: who runs what next, and what to do when a worker is lost.
+
+Workers pull: a worker asks for work only when it has none left, and gets a batch
+taken from the head of the longest-first queue. Long tests travel alone; the short
+tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
+so that workers finish close together while dispatch round trips stay few.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from orchestrator.planner import Plan
+
+#: The queue's remaining work is split in this many batches per worker, at least.
+CHUNKS_PER_WORKER = 3
+#: A batch is never cut below this many estimated seconds (dispatch overhead dominates).
+MIN_BATCH_SECONDS = 0.1
+#: Upper bound on tests in one batch, so reports keep flowing.
+MAX_BATCH_TESTS = 256
+
+
+class Scheduler:
+    """Tracks the queue and each worker's assigned tests; knows nothing of Ray or pytest."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        workers: int,
+        *,
+        min_batch_seconds: float = MIN_BATCH_SECONDS,
+        max_batch_tests: int = MAX_BATCH_TESTS,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a scheduler needs at least one worker")
+        self.plan = plan
+        self._workers = workers
+        self._queue: deque[int] = deque(plan.order)
+        self._queued_seconds = math.fsum(plan.estimates)
+        self._assigned: dict[str, deque[int]] = {}
+        self._done: set[int] = set()
+        self._min_batch = min_batch_seconds
+        self._max_tests = max(1, max_batch_tests)
+        self._cap = max(plan.longest, min_batch_seconds)
+        self.stopped = False
+
+    # -- queries ---------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def completed(self) -> int:
+        return len(self._done)
+
+    def assigned(self, worker: str) -> tuple[int, ...]:
+        """Tests sent to ``worker`` and not finished yet, in the order it runs them."""
+        return tuple(self._assigned.get(worker, ()))
+
+    def in_flight(self, worker: str) -> int | None:
+        """The test ``worker`` is running now (the first unfinished one it was sent)."""
+        pending = self._assigned.get(worker)
+        return pending[0] if pending else None
+
+    def remaining_seconds(self) -> float:
+        """Estimated work not finished yet (queued plus assigned)."""
+        assigned = math.fsum(
+            self.plan.estimates[i] for pending in self._assigned.values() for i in pending
+        )
+        return max(0.0, self._queued_seconds) + assigned
+
+    # -- transitions -----------------------------------------------------------------
+    def next_batch(self, worker: str) -> list[int]:
+        """The next tests for ``worker``; an empty list means: nothing left, finish."""
+        if self.stopped or not self._queue:
+            return []
+        estimates = self.plan.estimates
+        target = self._queued_seconds / (self._workers * CHUNKS_PER_WORKER)
+        target = min(max(target, self._min_batch), self._cap)
+        batch = [self._queue.popleft()]
+        seconds = estimates[batch[0]]
+        while self._queue and len(batch) < self._max_tests:
+            nxt = estimates[self._queue[0]]
+            if seconds + nxt > target:
+                break
+            batch.append(self._queue.popleft())
+            seconds += nxt
+        self._queued_seconds -= seconds
+        self._assigned.setdefault(worker, deque()).extend(batch)
+        return batch
+
+    def finished(self, worker: str, index: int) -> None:
+        """``worker`` reported the last phase of test ``index``."""
+        pending = self._assigned.get(worker)
+        if pending and pending[0] == index:
+            pending.popleft()
+        elif pending and index in pending:
+            pending.remove(index)
+        else:
+            raise ValueError(f"test {index} was not assigned to worker {worker!r}")
+        self._done.add(index)
+
+    def worker_lost(self, worker: str) -> tuple[int | None, list[int]]:
+        """Forget ``worker``: return the test it was running and requeue the rest.
+
+        The test that was running is *not* requeued; the caller decides what it becomes
+        (an error now, a retry later).
+        """
+        pending = self._assigned.pop(worker, deque())
+        running = pending.popleft() if pending else None
+        if running is not None:
+            self._done.add(running)
+        self.requeue(pending)
+        self._workers = max(1, self._workers - 1)
+        return running, list(pending)
+
+    def requeue(self, indices: Iterable[int]) -> None:
+        """Put tests back at the head of the queue, keeping their relative order."""
+        items = list(indices)
+        for index in reversed(items):
+            self._queue.appendleft(index)
+        self._queued_seconds += math.fsum(self.plan.estimates[i] for i in items)
+
+    def stop(self) -> list[int]:
+        """Stop handing out work (``-x``/``--maxfail``); return what will never run."""
+        self.stopped = True
+        dropped = list(self._queue)
+        self._queue.clear()
+        self._queued_seconds = 0.0
+        return dropped
+
+    def add_worker(self) -> None:
+        """A replacement worker joined."""
+        self._workers += 1
+
+    def release(self, worker: str) -> list[int]:
+        """``worker`` ended normally: forget it and return what it was sent but never ran.
+
+        After a stop these are the tests a worker skipped; otherwise the list is empty.
+        """
+        self._workers = max(1, self._workers - 1)
+        return list(self._assigned.pop(worker, ()))

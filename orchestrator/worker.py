@@ -1,0 +1,216 @@
+"""What runs inside a worker process: one long-lived pytest session that pulls tests.
+
+The process collects the suite once, checks it has every test the controller asked
+for, then runs tests as they arrive. pytest tears fixtures down according to the
+*next* test; when a worker has no next test yet it does not guess: it runs the test's
+setup and call, and only at teardown asks for more work (:class:`LazyNextItem`). So
+module- and session-scoped fixtures live as long as the work keeps coming, and no
+worker holds a test while another is idle.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import warnings
+from collections import defaultdict, deque
+from typing import Any
+
+import pytest
+
+from orchestrator.protocol import Channel, Message
+
+
+class LazyNextItem:
+    """Stands in for ``nextitem`` when the worker does not know its next test yet.
+
+    pytest asks ``nextitem`` two things during teardown: whether it exists, and its
+    ``listchain()``. The first question makes the worker ask the controller for work
+    and wait; the answer is the real next item, or nothing when the run is over.
+    """
+
+    def __init__(self, worker: WorkerPlugin) -> None:
+        self._worker = worker
+        self._resolved = False
+        self._item: pytest.Item | None = None
+
+    def resolve(self) -> pytest.Item | None:
+        if not self._resolved:
+            self._item = self._worker.wait_for_next()
+            self._resolved = True
+        return self._item
+
+    def __bool__(self) -> bool:
+        return self.resolve() is not None
+
+    def listchain(self) -> list[Any]:
+        item = self.resolve()
+        return item.listchain() if item is not None else []
+
+    def __getattr__(self, name: str) -> Any:
+        item = self.resolve()
+        if item is None:
+            raise AttributeError(name)
+        return getattr(item, name)
+
+
+class WorkerPlugin:
+    """The pytest plugin of a worker process."""
+
+    def __init__(self, channel: Channel, init: Message) -> None:
+        self.channel = channel
+        self.init = init
+        self.worker_id: str = init["worker"]
+        self.wanted: list[str] = init["nodeids"]
+        self.items: list[pytest.Item | None] = []
+        self.pending: deque[int] = deque()
+        self.finishing = False
+        self.config: pytest.Config | None = None
+        self.lazy_next: LazyNextItem | None = None
+        self.current = -1
+
+    # -- set-up ------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
+        # Plugins that write files or caches (junitxml, cacheprovider, stepwise, ...)
+        # look for this attribute, as they do on pytest-xdist workers.
+        config.workerinput = {  # type: ignore[attr-defined]
+            "workerid": self.worker_id,
+            "workercount": self.init.get("workercount", 1),
+            "testrunuid": self.init.get("testrunuid", ""),
+            "mainargv": list(self.init.get("args", [])),
+        }
+        # The controller decides when a run stops; a worker runs what it is given.
+        config.option.maxfail = 0
+        config.option.usepdb = False
+        if hasattr(config.option, "ray"):
+            config.option.ray = False
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
+        for item in session.items:
+            by_id[item.nodeid].append(item)
+        missing: list[str] = []
+        for nodeid in self.wanted:
+            candidates = by_id.get(nodeid)
+            if candidates:
+                self.items.append(candidates.popleft())
+            else:
+                self.items.append(None)
+                missing.append(nodeid)
+        self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+
+    # -- the loop ----------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if any(item is None for item in self.items):
+            return True  # the controller aborts the run: it named the missing tests
+        while True:
+            if not self.pending and (self.finishing or self._wait_for_work() is None):
+                break
+            index = self.pending.popleft()
+            self.current = index
+            self._absorb_waiting_commands()
+            item = self.items[index]
+            assert item is not None
+            self.lazy_next = None if self.pending else LazyNextItem(self)
+            nextitem = self.items[self.pending[0]] if self.pending else self.lazy_next
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if self.lazy_next is not None and self.lazy_next.resolve() is None:
+                break
+        return True
+
+    def _absorb_waiting_commands(self) -> None:
+        while self.channel.poll():
+            self._handle(self.channel.receive())
+
+    def _handle(self, message: Message) -> None:
+        kind = message["t"]
+        if kind == "run":
+            if not self.finishing:
+                self.pending.extend(message["i"])
+        elif kind in ("finish", "stop"):
+            self.finishing = True
+            self.pending.clear()
+        else:
+            raise RuntimeError(f"worker got an unknown command: {message!r}")
+
+    def _wait_for_work(self) -> int | None:
+        """Ask for work and block until some arrives; None when the run is over."""
+        self._absorb_waiting_commands()
+        if not self.pending and not self.finishing:
+            self.channel.send({"t": "need"})
+            while not self.pending and not self.finishing:
+                self._handle(self.channel.receive())
+        return self.pending[0] if self.pending else None
+
+    def wait_for_next(self) -> pytest.Item | None:
+        index = self._wait_for_work()
+        return None if index is None else self.items[index]
+
+    # -- reporting ---------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        assert self.config is not None
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        self.channel.send({"t": "report", "i": self.current, "r": data})
+        # Ask for the next test as soon as this one's outcome is known, so that the wait
+        # for work is not counted in the teardown's duration.
+        if self.lazy_next is not None and (
+            report.when == "call" or (report.when == "setup" and not report.passed)
+        ):
+            self.lazy_next.resolve()
+
+    def pytest_warning_recorded(
+        self,
+        warning_message: warnings.WarningMessage,
+        when: str,
+        nodeid: str,
+        location: tuple[str, int, str] | None,
+    ) -> None:
+        category = warning_message.category
+        self.channel.send(
+            {
+                "t": "warning",
+                "message": str(warning_message.message),
+                "category": f"{category.__module__}.{category.__qualname__}",
+                "filename": warning_message.filename,
+                "lineno": warning_message.lineno,
+                "when": when,
+                "nodeid": nodeid,
+                "location": list(location) if location else None,
+            }
+        )
+
+
+def _exit_with_parent() -> None:
+    """End this process if its owner dies, so a killed worker leaves nothing behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="orchestrator-parent-watch", daemon=True).start()
+
+
+def main() -> int:
+    """Entry point of a worker process (``python -m orchestrator.worker``)."""
+    _exit_with_parent()
+    channel = Channel.from_env()
+    init = channel.receive()
+    if init.get("t") != "init":
+        raise SystemExit(f"worker expected an init message, got {init!r}")
+    sys.path[:0] = [p for p in init.get("sys_path_prefix", []) if p not in sys.path]
+    plugin = WorkerPlugin(channel, init)
+    code = pytest.main(list(init["args"]), plugins=[plugin])
+    channel.send({"t": "bye", "code": int(code)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

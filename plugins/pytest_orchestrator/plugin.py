@@ -1,0 +1,87 @@
+"""Options and their validation; registers the Ray session only when ``--ray`` is given.
+
+Nothing here imports Ray: without ``--ray`` the plugin changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import RunOptions, default_store_path, parse_workers
+from orchestrator.errors import UsageError
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("orchestrator", "run the suite on Ray workers (orchestrator)")
+    group.addoption(
+        "--ray",
+        action="store_true",
+        default=False,
+        help="run tests on Ray workers, longest first, balanced by recorded durations",
+    )
+    group.addoption(
+        "--ray-workers",
+        default="auto",
+        metavar="N|auto",
+        help="number of workers; 'auto' (default) picks from the CPUs and the predicted "
+        "suite duration",
+    )
+    group.addoption(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="use the existing Ray cluster at this address (default: $RAY_ADDRESS, else start "
+        "a local instance for this run)",
+    )
+    group.addoption(
+        "--ray-durations",
+        default=None,
+        metavar="PATH",
+        help="duration store to read and update (default: $ORCHESTRATOR_STORE, else "
+        "<rootdir>/.orchestrator/durations.db)",
+    )
+    group.addoption(
+        "--ray-progress",
+        action="store_true",
+        default=False,
+        help="show one live progress line instead of a character per test",
+    )
+
+
+def _options(config: pytest.Config) -> RunOptions:
+    try:
+        workers = parse_workers(str(config.getoption("ray_workers")))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("numprocesses", None):
+        raise pytest.UsageError(
+            "--ray and -n (pytest-xdist) both distribute tests: use one of them "
+            "(drop -n, or run with -p no:xdist)"
+        )
+    if config.getoption("usepdb", False):
+        raise pytest.UsageError(
+            "--pdb needs an interactive terminal, which Ray workers do not have: "
+            "rerun the failing test without --ray to debug it"
+        )
+    address = config.getoption("ray_address") or os.environ.get("RAY_ADDRESS") or None
+    store = config.getoption("ray_durations")
+    store_path = Path(store) if store else default_store_path(config.rootpath)
+    return RunOptions(
+        workers=workers,
+        address=address,
+        store_path=store_path,
+        progress=bool(config.getoption("ray_progress")),
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("ray", False) or hasattr(config, "workerinput"):
+        return
+    options = _options(config)
+    from pytest_orchestrator.session import RaySession
+
+    config.pluginmanager.register(RaySession(config, options), "orchestrator-session")

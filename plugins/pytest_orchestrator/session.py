@@ -1,0 +1,293 @@
+"""The controller side of ``pytest --ray``: plan, run on Ray, replay reports into pytest.
+
+Reports arrive serialized from the workers and are replayed through pytest's own hooks
+(``pytest_runtest_logstart``/``logreport``/``logfinish``), so the terminal, ``--junitxml``,
+``--lf``/``--ff`` and other reporting plugins see an ordinary run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pytest
+from _pytest._io import TerminalWriter
+from _pytest.terminal import TerminalReporter
+
+from orchestrator.config import (
+    WORKER_STARTUP_SECONDS,
+    RunOptions,
+    available_cpus,
+    thread_env,
+)
+from orchestrator.controller import Controller, RunStats
+from orchestrator.durations import DurationStore
+from orchestrator.errors import OrchestratorError
+from orchestrator.planner import Plan, auto_workers, make_plan
+from orchestrator.progress import eta_seconds, progress_line, summary_lines
+
+#: Seconds between two progress lines when the output is not a terminal.
+PLAIN_PROGRESS_EVERY = 10.0
+SLOWEST_SHOWN = 5
+
+
+class RaySession:
+    """Registered as a plugin on the controller when ``--ray`` is given."""
+
+    def __init__(self, config: pytest.Config, options: RunOptions) -> None:
+        self.config = config
+        self.options = options
+        self.items: list[pytest.Item] = []
+        self.plan: Plan | None = None
+        self.controller: Controller | None = None
+        self.stats: RunStats | None = None
+        self.where = ""
+        self.workers = 0
+        self.durations: dict[str, float] = defaultdict(float)
+        self._started: set[int] = set()
+        self._phases: dict[int, set[str]] = defaultdict(set)
+        self._failed: set[int] = set()
+        self._finished = 0
+        self._t0 = 0.0
+        self._t_loop_end = 0.0
+        self._progress_at = 0.0
+        self._progress_tw: Any = None
+
+    # -- the run ---------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            count = session.testsfailed
+            raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
+        if session.config.option.collectonly or not session.items:
+            return True
+        self.items = list(session.items)
+        self._t0 = time.time()
+        try:
+            self._run()
+        except OrchestratorError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        finally:
+            self._t_loop_end = time.time()
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        return True
+
+    def _run(self) -> None:
+        from orchestrator.ray_executor import RayExecutor
+
+        store = DurationStore(self.options.store_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = store.load()
+        for w in caught:
+            self._write_line(f"orchestrator: warning: {w.message}", yellow=True)
+        plan = self.plan = make_plan([item.nodeid for item in self.items], history)
+        executor = RayExecutor(self.options.address)
+        try:
+            if self.options.address:
+                info = executor.connect(local_cpus=0)
+                cpus = max(1, info.cpus)
+                workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
+                if workers > cpus:
+                    self._write_line(
+                        f"orchestrator: the cluster has {cpus} CPUs; running {cpus} workers "
+                        f"instead of {workers}",
+                        yellow=True,
+                    )
+                    workers = cpus
+            else:
+                cpus = available_cpus()
+                workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
+                info = executor.connect(local_cpus=workers)
+            self.where, self.workers = info.description, workers
+            self._write_line(
+                f"orchestrator: {len(plan.nodeids)} tests on {workers} worker(s), "
+                f"{info.description}; {plan.known} with recorded durations, "
+                f"estimated serial time {plan.total:.1f}s"
+            )
+            env = dict(os.environ)
+            env.update(thread_env(os.environ, available_cpus(), workers))
+            self.controller = Controller(
+                plan,
+                executor,
+                self,
+                workers=workers,
+                args=[str(a) for a in self.config.invocation_params.args],
+                cwd=str(self.config.invocation_params.dir),
+                env=env,
+            )
+            with self._quiet_terminal():
+                self.stats = self.controller.run()
+        finally:
+            executor.shutdown()
+
+    # -- replay (the controller's listener) -------------------------------------------
+    def test_report(self, worker: str, index: int, data: dict[str, Any]) -> None:
+        # JSON turned pytest's tuples into lists; skip reports and locations need tuples.
+        for key in ("longrepr", "location"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        hook = self.config.hook
+        report = hook.pytest_report_from_serializable(config=self.config, data=data)
+        self._replay(index, report)
+
+    def _replay(self, index: int, report: pytest.TestReport) -> None:
+        hook = self.config.hook
+        if index not in self._started:
+            self._started.add(index)
+            hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+        self._phases[index].add(report.when)
+        self.durations[report.nodeid] += report.duration
+        if report.failed and not hasattr(report, "wasxfail"):
+            self._failed.add(index)
+        hook.pytest_runtest_logreport(report=report)
+        if report.when == "teardown":
+            hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
+            self._finished += 1
+            self._show_progress()
+
+    def test_lost(self, worker: str | None, index: int, message: str) -> None:
+        item = self.items[index]
+        when: Literal["setup", "teardown"] = (
+            "teardown" if "setup" in self._phases[index] else "setup"
+        )
+        common: dict[str, Any] = {
+            "nodeid": item.nodeid,
+            "location": item.location,
+            "keywords": {name: 1 for name in item.keywords},
+            "sections": [],
+            "duration": 0.0,
+            "user_properties": [],
+        }
+        error = pytest.TestReport(outcome="failed", longrepr=message, when=when, **common)
+        self._replay(index, error)
+        if when == "setup":
+            done = pytest.TestReport(outcome="passed", longrepr=None, when="teardown", **common)
+            self._replay(index, done)
+
+    def test_warning(self, worker: str, data: dict[str, Any]) -> None:
+        category = _warning_category(data["category"])
+        text = data["message"]
+        if category is UserWarning and not data["category"].endswith(".UserWarning"):
+            text = f"{data['category']}: {text}"
+        message = warnings.WarningMessage(
+            message=category(text),
+            category=category,
+            filename=data["filename"],
+            lineno=data["lineno"],
+        )
+        location = tuple(data["location"]) if data.get("location") else None
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": message,
+                "when": data["when"],
+                "nodeid": data["nodeid"],
+                "location": location,
+            }
+        )
+
+    def should_stop(self) -> bool:
+        session = self.items[0].session if self.items else None
+        return bool(session and (session.shouldfail or session.shouldstop))
+
+    # -- terminal --------------------------------------------------------------------
+    def _reporter(self) -> TerminalReporter | None:
+        plugin = self.config.pluginmanager.get_plugin("terminalreporter")
+        return plugin if isinstance(plugin, TerminalReporter) else None
+
+    def _write_line(self, line: str, yellow: bool = False) -> None:
+        reporter = self._reporter()
+        if reporter is not None:
+            reporter.write_line(line, yellow=yellow)
+
+    @contextmanager
+    def _quiet_terminal(self) -> Iterator[None]:
+        """With ``--ray-progress``, replace per-test output by one live progress line."""
+        reporter = self._reporter()
+        if not self.options.progress or reporter is None or reporter.verbosity > 0:
+            yield
+            return
+        real = reporter._tw
+        self._progress_tw = real
+        # Our line replaces pytest's "[ 40%]" column, including its final "[100%]".
+        reporter._show_progress_info = False
+        reporter._tw = TerminalWriter(file=io.StringIO())
+        try:
+            yield
+        finally:
+            reporter._tw = real
+            self._show_progress(final=True)
+            self._progress_tw = None
+
+    def _show_progress(self, final: bool = False) -> None:
+        tw = self._progress_tw
+        if tw is None or self.plan is None or self.controller is None:
+            return
+        now = time.time()
+        interactive = tw.hasmarkup and getattr(sys.stdout, "isatty", lambda: False)()
+        every = 0.1 if interactive else PLAIN_PROGRESS_EVERY
+        if not final and now - self._progress_at < every:
+            return
+        self._progress_at = now
+        eta = eta_seconds(self.controller.scheduler.remaining_seconds(), self.workers)
+        line = progress_line(
+            self._finished, len(self.items), len(self._failed), now - self._t0, eta
+        )
+        if interactive:
+            tw.write("\r" + line[: tw.fullwidth - 1].ljust(tw.fullwidth - 1), flush=True)
+            if final:
+                tw.write("\n")
+        else:
+            tw.line(line)
+
+    # -- end of session ---------------------------------------------------------------
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.durations:
+            try:
+                DurationStore(self.options.store_path).record(self.durations)
+            except (OSError, OrchestratorError) as exc:
+                self._write_line(
+                    f"orchestrator: could not save durations to {self.options.store_path}: {exc}",
+                    yellow=True,
+                )
+
+    def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
+        if self.stats is None:
+            return
+        wall = self._t_loop_end - self._t0
+        slowest = sorted(self.durations.items(), key=lambda kv: -kv[1])[:SLOWEST_SHOWN]
+        startup = (
+            self.stats.first_test_at - self._t0 if self.stats.first_test_at is not None else None
+        )
+        terminalreporter.write_sep("=", "orchestrator summary")
+        for line in summary_lines(
+            where=self.where,
+            workers=self.workers,
+            wall=wall,
+            serial=sum(self.durations.values()),
+            slowest=slowest,
+            lost=self.stats.lost,
+            store=str(self.options.store_path),
+            startup=startup,
+        ):
+            terminalreporter.write_line(line)
+
+
+def _warning_category(qualified: str) -> type[Warning]:
+    """The warning class named ``module.Name`` if its module is loaded, else UserWarning."""
+    module_name, _, name = qualified.rpartition(".")
+    module = sys.modules.get(module_name)
+    candidate = getattr(module, name, None) if module is not None else None
+    if isinstance(candidate, type) and issubclass(candidate, Warning):
+        return candidate
+    return UserWarning

@@ -1,0 +1,322 @@
+"""End to end: real pytest sessions in subprocesses, serially and on the shared Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from tests.suites import OUTCOMES, RECORDER
+
+pytestmark = pytest.mark.ray_cluster
+
+
+def _write_suite(pytester: pytest.Pytester, files: dict[str, str]) -> None:
+    files = dict(files)
+    files["conftest.py"] = files.get("conftest.py", "") + RECORDER
+    for name, text in files.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def _run(pytester: pytest.Pytester, *args: str, tag: str) -> tuple[pytest.RunResult, list]:
+    outcomes = pytester.path / f"outcomes-{tag}.jsonl"
+    os.environ["OUTCOMES_FILE"] = str(outcomes)
+    try:
+        result = pytester.runpytest_subprocess(*args, timeout=240)
+    finally:
+        del os.environ["OUTCOMES_FILE"]
+    lines = outcomes.read_text(encoding="utf-8").splitlines() if outcomes.exists() else []
+    return result, sorted(json.loads(line) for line in lines)
+
+
+def _cli(
+    pytester: pytest.Pytester, *args: str, tag: str
+) -> tuple[subprocess.CompletedProcess[str], list]:
+    outcomes = pytester.path / f"outcomes-{tag}.jsonl"
+    env = dict(os.environ, OUTCOMES_FILE=str(outcomes))
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    lines = outcomes.read_text(encoding="utf-8").splitlines() if outcomes.exists() else []
+    return proc, sorted(json.loads(line) for line in lines)
+
+
+def _junit_cases(path: Path) -> dict[tuple[str, str], str]:
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        cases[(case.get("classname", ""), case.get("name", ""))] = ",".join(kinds) or "passed"
+    return cases
+
+
+def test_outcomes_equal_serial_pytest(
+    pytester: pytest.Pytester, on_cluster: str, junit_schema: Path
+) -> None:
+    _write_suite(pytester, OUTCOMES)
+    serial, serial_outcomes = _run(pytester, "--junitxml=serial.xml", tag="serial")
+    ray, ray_outcomes = _run(
+        pytester, "--ray", "--ray-workers", "3", "--junitxml=ray.xml", tag="ray"
+    )
+    assert serial_outcomes, serial.stdout.str()
+    assert ray_outcomes == serial_outcomes
+    assert ray.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert serial.parseoutcomes() == ray.parseoutcomes()
+    # Captured output and tracebacks land where pytest puts them.
+    ray.stdout.fnmatch_lines(
+        [
+            "*- Captured stdout call -*",
+            "stdout of a failing test",
+            "*- Captured stderr call -*",
+            "stderr of a failing test",
+        ]
+    )
+    ray.stdout.fnmatch_lines(["*RuntimeError: setup went wrong*"])
+    ray.stdout.fnmatch_lines(["*orchestrator summary*", "3 worker(s) on the Ray cluster at*"])
+    # JUnit: same cases and verdicts, and valid against the xunit2 schema.
+    assert _junit_cases(pytester.path / "ray.xml") == _junit_cases(pytester.path / "serial.xml")
+    xmlschema.validate(str(pytester.path / "ray.xml"), str(junit_schema))
+
+
+def test_cli_matches_plugin(pytester: pytest.Pytester, on_cluster: str, junit_schema: Path) -> None:
+    _write_suite(pytester, OUTCOMES)
+    _serial, serial_outcomes = _run(pytester, tag="serial")
+    proc, cli_outcomes = _cli(pytester, "run", "--workers", "2", "--junitxml", "cli.xml", tag="cli")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert cli_outcomes == serial_outcomes
+    assert "] 100% |" in proc.stdout  # the progress line's last state
+    assert "orchestrator summary" in proc.stdout
+    assert "serial time" in proc.stdout and "slowest tests:" in proc.stdout
+    xmlschema.validate(str(pytester.path / "cli.xml"), str(junit_schema))
+
+
+def test_selection_options_pass_through(pytester: pytest.Pytester, on_cluster: str) -> None:
+    _write_suite(pytester, OUTCOMES)
+    for args in (["-k", "ids and not 日本"], ["-m", "slow"], ["test_outcomes.py::test_passes"]):
+        _r, serial_outcomes = _run(pytester, *args, tag="s" + str(hash(tuple(args))))
+        _r, ray_outcomes = _run(pytester, "--ray", *args, tag="r" + str(hash(tuple(args))))
+        assert ray_outcomes == serial_outcomes
+        assert serial_outcomes
+
+
+def test_exitfirst_stops_all_workers(pytester: pytest.Pytester, on_cluster: str) -> None:
+    pytester.makepyfile(
+        test_stop="""
+        import time
+        def test_fail_first():
+            assert False
+        def test_many_more_0(): time.sleep(0.2)
+        def test_many_more_1(): time.sleep(0.2)
+        def test_many_more_2(): time.sleep(0.2)
+        def test_many_more_3(): time.sleep(0.2)
+        def test_many_more_4(): time.sleep(0.2)
+        def test_many_more_5(): time.sleep(0.2)
+        def test_many_more_6(): time.sleep(0.2)
+        def test_many_more_7(): time.sleep(0.2)
+        """
+    )
+    # Durations put the failing test first, as a previous run would have.
+    pytester.path.joinpath("durations.json").write_text(
+        json.dumps({"test_stop.py::test_fail_first": 5.0})
+    )
+    store = str(pytester.path / "store.db")
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "durations",
+            "import",
+            "durations.json",
+            "--store",
+            store,
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "imported 1 test durations" in imported.stdout
+    result = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "2", "-x", "--ray-durations", store, timeout=240
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1
+    assert outcomes.get("passed", 0) < 8
+
+
+def test_last_failed_after_ray_run(pytester: pytest.Pytester, on_cluster: str) -> None:
+    pytester.makepyfile(
+        test_lf="""
+        def test_a(): pass
+        def test_b(): assert False
+        def test_c(): pass
+        """
+    )
+    first = pytester.runpytest_subprocess("--ray", timeout=240)
+    assert first.ret == 1
+    again = pytester.runpytest_subprocess("--ray", "--lf", timeout=240)
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*"])
+
+
+def test_module_fixture_set_up_once_per_worker(pytester: pytest.Pytester, on_cluster: str) -> None:
+    log = pytester.path / "setups.log"
+    pytester.makepyfile(
+        test_fixture=f"""
+        import os, pytest
+        @pytest.fixture(scope="module")
+        def expensive():
+            with open({str(log)!r}, "a") as fh:
+                fh.write(os.environ["ORCHESTRATOR_WORKER"] + "\\n")
+            return 42
+        @pytest.mark.parametrize("i", range(40))
+        def test_uses(expensive, i):
+            assert expensive == 42
+        """
+    )
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
+    result.assert_outcomes(passed=40)
+    setups = log.read_text().split()
+    # Once per worker that ran tests, never once per test or per batch.
+    assert 1 <= len(setups) <= 2
+    assert len(set(setups)) == len(setups)
+
+
+def test_thread_variables_capped_per_worker(
+    pytester: pytest.Pytester, on_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    pytester.makepyfile(
+        test_env="""
+        import os
+        def test_env():
+            assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+            assert os.environ["MKL_NUM_THREADS"] == "7"  # set by the user: kept
+        """
+    )
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
+    result.assert_outcomes(passed=1)
+
+
+def test_nondeterministic_parametrization_is_an_error(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(
+        test_random="""
+        import os, pytest
+        @pytest.mark.parametrize("pid", [os.getpid()])
+        def test_pid(pid):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", timeout=240)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: worker gw0 did not collect 1 of the tests*", "  test_random.py::test_pid?*"]
+    )
+    result.stderr.fnmatch_lines(["*explicit ids=*"])
+
+
+def test_crashed_worker_reports_the_test_and_the_run_completes(
+    pytester: pytest.Pytester, on_cluster: str, junit_schema: Path
+) -> None:
+    pytester.makepyfile(
+        test_crash="""
+        import os, time, pytest
+        def test_exits():
+            os._exit(13)
+        @pytest.mark.parametrize("i", range(6))
+        def test_others(i):
+            time.sleep(0.05)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "2", "--junitxml=crash.xml", timeout=240
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=6, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at * of test_exits*",
+            "worker gw* crashed while running test_crash.py::test_exits (exit code 13)",
+        ]
+    )
+    result.stdout.fnmatch_lines(["ERROR test_crash.py::test_exits - worker gw* crashed*"])
+    xmlschema.validate(str(pytester.path / "crash.xml"), str(junit_schema))
+
+
+def test_without_ray_the_plugin_does_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+        def test_no_ray_imported():
+            assert "ray" not in sys.modules
+            assert "pytest_orchestrator.session" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess(timeout=120)
+    result.assert_outcomes(passed=1)
+    assert not (pytester.path / ".orchestrator").exists()
+
+
+def test_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "zero", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ray-workers expects a positive integer or 'auto'*"])
+    result = pytester.runpytest_subprocess("--ray", "--ray-address", "127.0.0.1:1", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cannot reach a Ray cluster at 127.0.0.1:1*"])
+
+
+def _cluster_processes() -> set[int]:
+    """PIDs of Ray cluster daemons and our worker processes on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(m in cmdline for m in (b"gcs_server", b"raylet", b"orchestrator.worker")):
+            found.add(int(entry.name))
+    return found
+
+
+def test_embedded_cluster_starts_and_stops_cleanly(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    pytester.makepyfile(
+        test_embedded="""
+        import pytest
+        @pytest.mark.parametrize("i", range(4))
+        def test_ok(i):
+            pass
+        """
+    )
+    before = _cluster_processes()
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*2 worker(s) on a local Ray instance (2 CPUs)*"])
+    # Ray's own log lines stay out of the user's terminal.
+    assert "INFO" not in result.stdout.str() + result.stderr.str()
+    leftovers = _cluster_processes() - before
+    assert not leftovers, f"processes left behind: {sorted(leftovers)}"

@@ -1,0 +1,112 @@
+"""The scheduler's guarantees, checked by simulation with the real planner and scheduler."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.planner import make_plan
+from orchestrator.scheduler import Scheduler
+from orchestrator.simulate import simulate
+
+durations_st = st.lists(
+    st.floats(min_value=0.0, max_value=100.0, allow_nan=False, allow_infinity=False),
+    min_size=0,
+    max_size=120,
+)
+
+
+def _plan(durations: list[float]):
+    nodeids = [f"tests/test_m{i % 7}.py::test_{i}" for i in range(len(durations))]
+    return make_plan(nodeids, dict(zip(nodeids, durations, strict=True)))
+
+
+@given(durations_st, st.integers(min_value=1, max_value=16))
+def test_every_test_runs_exactly_once(durations: list[float], workers: int) -> None:
+    sim = simulate(_plan(durations), workers)
+    ran = sorted(i for run in sim.runs for i in run)
+    assert ran == list(range(len(durations)))
+
+
+@given(durations_st, st.integers(min_value=1, max_value=16))
+def test_makespan_within_greedy_bound(durations: list[float], workers: int) -> None:
+    plan = _plan(durations)
+    sched = Scheduler(plan, workers, min_batch_seconds=0.0)
+    sim = simulate(plan, workers, scheduler=sched)
+    bound = math.fsum(durations) / workers + max(durations, default=0.0)
+    assert sim.makespan <= bound * (1 + 1e-9) + 1e-9
+
+
+@given(durations_st, st.integers(min_value=1, max_value=16))
+def test_makespan_bound_allows_for_minimum_batch(durations: list[float], workers: int) -> None:
+    plan = _plan(durations)
+    sim = simulate(plan, workers)  # default minimum batch of 0.1 s
+    bound = math.fsum(durations) / workers + max([*durations, 0.1])
+    assert sim.makespan <= bound * (1 + 1e-9) + 1e-9
+
+
+@given(durations_st, st.integers(min_value=1, max_value=8))
+def test_plan_and_schedule_are_deterministic(durations: list[float], workers: int) -> None:
+    assert _plan(durations) == _plan(durations)
+    assert simulate(_plan(durations), workers).runs == simulate(_plan(durations), workers).runs
+
+
+def test_longest_first_and_tail_batched() -> None:
+    durations = [0.01] * 200 + [5.0, 4.0]  # the long tests come last in collection order
+    plan = _plan(durations)
+    sched = Scheduler(plan, 2)
+    assert sched.next_batch("a") == [200]
+    assert sched.next_batch("b") == [201]
+    batch = sched.next_batch("a")
+    assert len(batch) > 1 and all(i < 200 for i in batch)
+
+
+def test_heavy_tail_efficiency() -> None:
+    # 1,000 short tests and a few long ones, collected last: LPT keeps workers busy.
+    durations = [0.05] * 1000 + [3.0, 2.5, 2.0, 2.0]
+    sim = simulate(_plan(durations), 4, latency=0.002)
+    lower = max(sum(durations) / 4, max(durations))
+    assert sim.makespan / lower < 1.05
+
+
+def test_lost_worker_requeues_its_queue() -> None:
+    plan = _plan([1.0] * 10)
+    sched = Scheduler(plan, 1, min_batch_seconds=3.0)
+    batch = sched.next_batch("a")
+    assert len(batch) == 3  # a minimum batch of 3 s of 1 s tests
+    running, requeued = sched.worker_lost("a")
+    assert running == batch[0]
+    assert requeued == batch[1:]
+    assert sched.next_batch("b")[: len(requeued)] == requeued
+
+
+def test_stop_drops_the_queue() -> None:
+    plan = _plan([1.0] * 5)
+    sched = Scheduler(plan, 1)
+    first = sched.next_batch("a")
+    dropped = sched.stop()
+    assert sorted(first + dropped) == list(range(5))
+    assert sched.next_batch("a") == []
+    assert sched.release("a") == first
+
+
+def test_finishing_an_unassigned_test_is_an_error() -> None:
+    sched = Scheduler(_plan([1.0]), 1)
+    with pytest.raises(ValueError, match="not assigned"):
+        sched.finished("a", 0)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.floats(min_value=0.001, max_value=10.0), min_size=1, max_size=60))
+def test_remaining_seconds_counts_down_to_zero(durations: list[float]) -> None:
+    plan = _plan(durations)
+    sched = Scheduler(plan, 3)
+    assert sched.remaining_seconds() == pytest.approx(sum(durations))
+    for worker in "abc" * 100:
+        for index in sched.next_batch(worker):
+            sched.finished(worker, index)
+    assert sched.remaining_seconds() == pytest.approx(0.0, abs=1e-6)
+    assert sched.completed == len(durations)

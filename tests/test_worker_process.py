@@ -1,0 +1,133 @@
+"""The worker process and its protocol, driven directly (no Ray)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.process import WorkerProcess
+from orchestrator.protocol import Message, decode
+
+SUITE = """
+import os, pytest
+
+@pytest.fixture(scope="module")
+def resource():
+    with open(os.environ["SETUP_LOG"], "a") as fh:
+        fh.write("setup\\n")
+    yield
+    with open(os.environ["SETUP_LOG"], "a") as fh:
+        fh.write("teardown\\n")
+
+def test_one(resource): pass
+def test_two(resource): assert False
+def test_exit(): os._exit(3)
+def test_segfault():
+    import ctypes
+    ctypes.string_at(0)
+"""
+
+
+@pytest.fixture
+def suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    monkeypatch.setenv("SETUP_LOG", str(tmp_path / "setup.log"))
+    return tmp_path
+
+
+def _events(proc: WorkerProcess, deadline: float = 60.0) -> Iterator[Message]:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for raw in proc.events(0.2):
+            event = raw if isinstance(raw, dict) else decode(raw)
+            yield event
+            if event["t"] == "exit":
+                return
+    raise AssertionError("worker did not finish in time")
+
+
+def _drive(suite: Path, nodeids: list[str], answer: Callable[[int], Message]) -> list[Message]:
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"], "nodeids": nodeids}
+    proc = WorkerProcess(init, cwd=str(suite), env=dict(os.environ))
+    seen: list[Message] = []
+    needs = 0
+    try:
+        for event in _events(proc):
+            seen.append(event)
+            if event["t"] == "need":
+                proc.send([answer(needs)])
+                needs += 1
+    finally:
+        proc.close()
+    return seen
+
+
+def _run(*indices: int) -> Message:
+    return {"t": "run", "i": list(indices)}
+
+
+FINISH: Message = {"t": "finish"}
+
+
+def test_runs_batches_and_keeps_module_fixtures(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_two"]
+    script = [_run(0), _run(1), FINISH]
+    events = _drive(suite, nodeids, lambda n: script[n])
+    kinds = [e["t"] for e in events]
+    assert kinds[0] == "ready" and events[0]["nmissing"] == 0
+    assert kinds[-2:] == ["bye", "exit"] and events[-1]["code"] == 0
+    reports = [(e["i"], e["r"]["when"], e["r"]["outcome"]) for e in events if e["t"] == "report"]
+    assert reports == [
+        (0, "setup", "passed"),
+        (0, "call", "passed"),
+        (0, "teardown", "passed"),
+        (1, "setup", "passed"),
+        (1, "call", "failed"),
+        (1, "teardown", "passed"),
+    ]
+    # Two batches, one module fixture: the worker waited for work before tearing down.
+    assert (suite / "setup.log").read_text().split() == ["setup", "teardown"]
+
+
+def test_reports_how_a_crashed_worker_ended(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_exit"]
+    events = _drive(suite, nodeids, lambda n: _run(0, 1))
+    assert "bye" not in [e["t"] for e in events]
+    assert events[-1]["t"] == "exit" and events[-1]["how"] == "exit code 3"
+    finished = [e["i"] for e in events if e["t"] == "report" and e["r"]["when"] == "teardown"]
+    assert finished == [0]
+
+
+def test_segfault_is_reported_with_its_signal(suite: Path) -> None:
+    events = _drive(suite, ["test_suite.py::test_segfault"], lambda n: _run(0))
+    assert events[-1]["how"] == "signal 11 (SIGSEGV)"
+    assert "Segmentation fault" in events[-1]["log"]
+
+
+def test_missing_tests_are_named(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_gone[1]"]
+    events = _drive(suite, nodeids, lambda n: FINISH)
+    ready = events[0]
+    assert ready["t"] == "ready"
+    assert ready["missing"] == ["test_suite.py::test_gone[1]"] and ready["nmissing"] == 1
+
+
+def test_stop_skips_the_rest_of_a_batch(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_two"]
+    init = {"t": "init", "worker": "gw0", "args": ["-p", "no:cacheprovider"], "nodeids": nodeids}
+    proc = WorkerProcess(init, cwd=str(suite), env=dict(os.environ))
+    try:
+        events = []
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                proc.send([_run(0, 1), {"t": "stop"}] if len(events) < 3 else [FINISH])
+    finally:
+        proc.close()
+    ran = {e["i"] for e in events if e["t"] == "report"}
+    assert ran == {0}
+    assert events[-2]["t"] == "bye"
