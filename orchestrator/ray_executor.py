@@ -76,6 +76,19 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+def _token_available() -> bool:
+    """True when Ray would find a cluster token (variable, named file, or the default file)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return os.path.isfile(path)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class RayExecutor:
     """Connects to (or starts) a Ray cluster and runs worker actors on it."""
 
@@ -94,8 +107,16 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address:
             _check_reachable(self.address)
-        else:
-            # Keep an embedded cluster on loopback (read by Ray when it is imported).
+            # Ray sends its token only when told to; a cluster without token
+            # authentication accepts a client that sends one.
+            if "RAY_AUTH_MODE" not in os.environ and _token_available():
+                os.environ["RAY_AUTH_MODE"] = "token"
+            # Give up on an unresponsive cluster within seconds, not minutes.
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "15")
+        if not self.address or _is_loopback(self.address):
+            # Ray otherwise swaps a loopback address for the machine's own IP, where a
+            # loopback-only cluster does not listen; and an embedded cluster must stay on
+            # loopback. Ray reads this when it is imported.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
 
@@ -107,12 +128,10 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, **quiet)
             except Exception as exc:
-                hint = ""
-                if "token" in str(exc).lower():
-                    hint = (
-                        "; the cluster uses token authentication: set RAY_AUTH_TOKEN, or "
-                        "RAY_AUTH_TOKEN_PATH to the file holding the cluster's token"
-                    )
+                hint = (
+                    "; if the cluster uses token authentication, give its token in "
+                    "RAY_AUTH_TOKEN or in the file named by RAY_AUTH_TOKEN_PATH"
+                )
                 raise ClusterError(
                     f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}{hint}"
                 ) from None

@@ -1,0 +1,1 @@
+"""Benchmarks: synthetic suites and the side-by-side comparison runner."""
