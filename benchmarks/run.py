@@ -38,6 +38,38 @@ def _test_times(junit: Path) -> list[float]:
     return [float(c.get("time", 0)) for c in ET.parse(junit).getroot().iter("testcase")]
 
 
+_CLUSTER = """
+import logging, os, sys
+import ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR,
+         log_to_driver=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+class WarmCluster:
+    """A Ray cluster kept running for the duration of a benchmark, like `ray start`."""
+
+    def __init__(self, cpus: int) -> None:
+        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CLUSTER, str(cpus)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
 def run_suite(name: str, workers: int, work_dir: Path) -> dict[str, object]:
     suite = SUITES[name](work_dir / name)
     store = work_dir / f"{name}-durations.db"
@@ -53,6 +85,13 @@ def run_suite(name: str, workers: int, work_dir: Path) -> dict[str, object]:
     ray_args = ["--ray", "--ray-workers", str(workers), "--ray-durations", str(store)]
     rows[f"orchestrator cold, {workers} workers"], _ = _pytest(suite, *ray_args)
     rows[f"orchestrator warm, {workers} workers"], _ = _pytest(suite, *ray_args)
+    cluster = WarmCluster(workers)
+    try:
+        rows[f"orchestrator warm, {workers} workers, running cluster"], _ = _pytest(
+            suite, *ray_args, "--ray-address", cluster.address
+        )
+    finally:
+        cluster.close()
     return {
         "suite": name,
         "workers": workers,

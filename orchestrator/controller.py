@@ -8,6 +8,7 @@ a test or dies live in one place.
 from __future__ import annotations
 
 import enum
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,7 @@ class Controller:
         cwd: str,
         env: Mapping[str, str],
         max_replacements: int | None = None,
+        basetemp: str | None = None,
     ) -> None:
         self.plan = plan
         self.executor = executor
@@ -77,6 +79,7 @@ class Controller:
         self.args = list(args)
         self.cwd = cwd
         self.env = dict(env)
+        self.basetemp = basetemp
         self.testrunuid = uuid.uuid4().hex
         self.target = workers
         self.max_replacements = workers if max_replacements is None else max_replacements
@@ -95,6 +98,8 @@ class Controller:
             "nodeids": list(self.plan.nodeids),
             "workercount": self.target,
             "testrunuid": self.testrunuid,
+            # One temporary directory per worker, under the run's own (as pytest-xdist).
+            "basetemp": os.path.join(self.basetemp, worker) if self.basetemp else None,
         }
 
     def _start(self, count: int) -> None:

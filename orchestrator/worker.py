@@ -84,6 +84,8 @@ class WorkerPlugin:
             "mainargv": list(self.init.get("args", [])),
         }
         # The controller decides when a run stops; a worker runs what it is given.
+        if self.init.get("basetemp"):
+            config.option.basetemp = self.init["basetemp"]
         config.option.maxfail = 0
         config.option.usepdb = False
         if hasattr(config.option, "ray"):

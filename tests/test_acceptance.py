@@ -320,3 +320,41 @@ def test_embedded_cluster_starts_and_stops_cleanly(
     assert "INFO" not in result.stdout.str() + result.stderr.str()
     leftovers = _cluster_processes() - before
     assert not leftovers, f"processes left behind: {sorted(leftovers)}"
+
+
+def test_workers_get_their_own_temporary_directories(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(
+        test_tmp="""
+        import os, time, pytest
+        @pytest.mark.parametrize("i", range(12))
+        def test_tmp(tmp_path, i):
+            (tmp_path / "mine").write_text(str(i))
+            time.sleep(0.1)
+            assert (tmp_path / "mine").read_text() == str(i)
+            assert os.environ["ORCHESTRATOR_WORKER"] in str(tmp_path)
+        """
+    )
+    # pytester passes --basetemp, which a worker would otherwise wipe for the others.
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "3", timeout=240)
+    result.assert_outcomes(passed=12)
+
+
+def test_lost_actor_reports_the_running_test(pytester: pytest.Pytester, on_cluster: str) -> None:
+    pytester.makepyfile(
+        test_lost="""
+        import os, signal, time, pytest
+        def test_kills_its_actor():
+            os.kill(os.getppid(), signal.SIGKILL)  # the worker's parent is its Ray actor
+            time.sleep(30)
+        @pytest.mark.parametrize("i", range(4))
+        def test_fine(i):
+            time.sleep(0.05)
+        """
+    )
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", "-rE", timeout=240)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        ["ERROR test_lost.py::test_kills_its_actor - worker gw* was lost (*"]
+    )

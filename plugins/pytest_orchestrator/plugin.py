@@ -59,7 +59,7 @@ def _options(config: pytest.Config) -> RunOptions:
     if config.getoption("numprocesses", None):
         raise pytest.UsageError(
             "--ray and -n (pytest-xdist) both distribute tests: use one of them "
-            "(drop -n, or run with -p no:xdist)"
+            "(drop -n, or pass -n 0 when your configuration adds it)"
         )
     if config.getoption("usepdb", False):
         raise pytest.UsageError(

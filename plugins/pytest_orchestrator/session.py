@@ -109,6 +109,7 @@ class RaySession:
                 cpus = available_cpus()
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
                 info = executor.connect(local_cpus=workers)
+            workers = min(workers, len(plan.nodeids))
             self.where, self.workers = info.description, workers
             self._write_line(
                 f"orchestrator: {len(plan.nodeids)} tests on {workers} worker(s), "
@@ -125,11 +126,19 @@ class RaySession:
                 args=[str(a) for a in self.config.invocation_params.args],
                 cwd=str(self.config.invocation_params.dir),
                 env=env,
+                basetemp=self._basetemp(),
             )
             with self._quiet_terminal():
                 self.stats = self.controller.run()
         finally:
             executor.shutdown()
+
+    def _basetemp(self) -> str | None:
+        """The run's temporary directory; each worker gets its own directory inside it."""
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is None:
+            return None
+        return str(factory.getbasetemp())
 
     # -- replay (the controller's listener) -------------------------------------------
     def test_report(self, worker: str, index: int, data: dict[str, Any]) -> None:
