@@ -204,14 +204,15 @@ def test_thread_variables_capped_per_worker(
     monkeypatch.setenv("MKL_NUM_THREADS", "7")
     pytester.makepyfile(
         test_env="""
-        import os
-        def test_env():
+        import os, pytest
+        @pytest.mark.parametrize("i", range(2))
+        def test_env(i):
             assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
             assert os.environ["MKL_NUM_THREADS"] == "7"  # set by the user: kept
         """
     )
     result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 def test_nondeterministic_parametrization_is_an_error(
