@@ -39,6 +39,10 @@ class RunOptions:
     address: str | None
     store_path: Path
     progress: bool = False
+    retries: int = 0
+    retry_only: str | None = None
+    fail_on_flaky: bool = False
+    timeout: float | None = None
 
 
 def parse_workers(value: str) -> int | None:
@@ -88,3 +92,27 @@ def find_project_root(start: Path) -> Path:
         if any((candidate / name).is_file() for name in markers):
             return candidate
     return start
+
+
+def parse_retries(value: str) -> int:
+    """Parse ``--ray-retries``: a count of extra attempts, zero or more."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise UsageError(f"--ray-retries expects a whole number, got {value!r}") from None
+    if count < 0:
+        raise UsageError(f"--ray-retries must be 0 or more, got {count}")
+    return count
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """Parse ``--ray-timeout``: seconds, more than zero; None or 0 means no limit."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"--ray-timeout expects seconds, got {value!r}") from None
+    if seconds < 0 or seconds != seconds:
+        raise UsageError(f"--ray-timeout must be positive seconds, got {value!r}")
+    return seconds or None

@@ -1,8 +1,9 @@
-"""The controller's loop: feed workers from the scheduler, pass their events to a listener.
+"""The controller's loop: feed workers from the scheduler, pass their results to a listener.
 
 Knows nothing of pytest (the listener replays reports) and nothing of Ray (the executor
-carries messages), so the rules about what happens when a worker needs work, finishes
-a test or dies live in one place.
+carries messages), so the rules about what happens when a worker needs work, finishes,
+fails, hangs or dies live in one place. Every test ends with exactly one call of
+:meth:`Listener.test_final`, however many attempts it took.
 """
 
 from __future__ import annotations
@@ -11,29 +12,27 @@ import enum
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.config import POLL_SECONDS
 from orchestrator.errors import CollectionMismatch, OrchestratorError
 from orchestrator.executor import Executor, WorkerLost
 from orchestrator.planner import Plan
 from orchestrator.protocol import Message, decode
+from orchestrator.retry import Attempt, RetryPolicy
 from orchestrator.scheduler import Scheduler
 
 
 class Listener(Protocol):
     """What the controller tells the outside world (the pytest plugin implements it)."""
 
-    def test_report(self, worker: str, index: int, data: Message) -> None:
-        """A serialized report of one phase of test ``index``."""
+    def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
+        """Test ``index`` is over: ``attempt`` is its verdict, ``earlier`` its retried runs."""
 
     def test_warning(self, worker: str, data: Message) -> None:
         """A warning recorded on a worker."""
-
-    def test_lost(self, worker: str | None, index: int, message: str) -> None:
-        """Test ``index`` ended without its reports (its worker died, or none was left)."""
 
     def should_stop(self) -> bool:
         """True once the run must stop handing out tests (``-x``, ``--maxfail``)."""
@@ -48,12 +47,15 @@ class State(enum.Enum):
 
 @dataclass
 class RunStats:
-    """What the summary reports about the workers themselves."""
+    """What the summary reports about the run itself."""
 
     workers: int = 0
     started: int = 0
     lost: list[str] = field(default_factory=list)
     first_test_at: float | None = None
+    #: Tests that passed only after failing, with their attempt counts.
+    flaky: dict[int, int] = field(default_factory=dict)
+    gave_up: str | None = None
 
 
 class Controller:
@@ -69,6 +71,8 @@ class Controller:
         args: Sequence[str],
         cwd: str,
         env: Mapping[str, str],
+        retry: RetryPolicy | None = None,
+        timeout: Callable[[int], float | None] = lambda index: None,
         max_replacements: int | None = None,
         basetemp: str | None = None,
     ) -> None:
@@ -76,18 +80,28 @@ class Controller:
         self.executor = executor
         self.listener = listener
         self.scheduler = Scheduler(plan, workers)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self.args = list(args)
         self.cwd = cwd
         self.env = dict(env)
         self.basetemp = basetemp
         self.testrunuid = uuid.uuid4().hex
         self.target = workers
-        self.max_replacements = workers if max_replacements is None else max_replacements
+        self.max_replacements = max(workers, 4) if max_replacements is None else max_replacements
         self.states: dict[str, State] = {}
         self.stats = RunStats(workers=workers)
         self._next_id = 0
         self._replacements = 0
         self._ever_ready = False
+        #: Reports (and failure texts) of the attempt now running, by test.
+        self._partial: dict[int, list[tuple[dict[str, Any], str | None]]] = {}
+        #: Earlier, retried attempts, by test.
+        self._attempts: dict[int, list[Attempt]] = {}
+        #: When each worker started the test it is running.
+        self._since: dict[str, float] = {}
+        #: Workers being killed for a timeout: the test and its limit.
+        self._killing: dict[str, tuple[int, float]] = {}
 
     # -- workers ---------------------------------------------------------------------
     def _init(self, worker: str) -> Message:
@@ -129,23 +143,30 @@ class Controller:
                     self._event(worker, raw if isinstance(raw, dict) else decode(raw))
                     if self.states[worker] is State.DONE:
                         break
+            self._enforce_timeouts()
             if not self.scheduler.stopped and self.listener.should_stop():
-                self.scheduler.stop()
-                for worker in self._live():
-                    self.executor.send(worker, [{"t": "stop"}])
+                self._stop()
         return self.stats
+
+    def _stop(self) -> None:
+        """Stop handing out tests; tests waiting for a retry keep their last verdict."""
+        for index in self.scheduler.stop():
+            earlier = self._attempts.pop(index, [])
+            if earlier:
+                self._final(index, earlier[-1], earlier[:-1])
+        for worker in self._live():
+            self.executor.send(worker, [{"t": "stop"}])
 
     def _event(self, worker: str, event: Message) -> None:
         kind = event["t"]
         if kind == "report":
-            if self.stats.first_test_at is None:
-                self.stats.first_test_at = time.time()
-            self.listener.test_report(worker, event["i"], event["r"])
-            if event["r"].get("when") == "teardown":
-                self.scheduler.finished(worker, event["i"])
+            self._report(worker, event)
         elif kind == "need":
+            idle = not self.scheduler.assigned(worker)
             batch = self.scheduler.next_batch(worker)
             if batch:
+                if idle:  # else the clock starts when its current test's teardown arrives
+                    self._since[worker] = time.monotonic()
                 self.executor.send(worker, [{"t": "run", "i": batch}])
             else:
                 self.states[worker] = State.FINISHING
@@ -162,16 +183,70 @@ class Controller:
         elif kind == "exit":
             if self.states[worker] is State.STARTING:
                 self._failed_start(worker, event)
+            elif worker in self._killing:
+                index, limit = self._killing.pop(worker)
+                self._lost(
+                    worker,
+                    f"{self.plan.nodeids[index]} timed out after {limit:g} s; "
+                    f"worker {worker} was stopped",
+                    event,
+                    cause="timeout",
+                )
             else:
                 self._lost(worker, f"worker {worker} crashed", event)
+
+    def _report(self, worker: str, event: Message) -> None:
+        if self.stats.first_test_at is None:
+            self.stats.first_test_at = time.time()
+        index, data = event["i"], event["r"]
+        self._partial.setdefault(index, []).append((data, event.get("text")))
+        if data.get("when") != "teardown":
+            return
+        self.scheduler.finished(worker, index)
+        self._since[worker] = time.monotonic()
+        parts = self._partial.pop(index)
+        attempt = Attempt(
+            worker=worker,
+            reports=tuple(d for d, _ in parts),
+            texts=tuple(t for _, t in parts if t),
+        )
+        self._conclude(index, attempt)
+
+    def _conclude(self, index: int, attempt: Attempt) -> None:
+        """Retry the test, or hand its final attempt to the listener."""
+        earlier = self._attempts.setdefault(index, [])
+        if not self.scheduler.stopped and self.retry.should_retry(index, len(earlier) + 1, attempt):
+            earlier.append(attempt)
+            self.scheduler.retry(index, attempt.worker)
+            return
+        self._attempts.pop(index, None)
+        self._final(index, attempt, earlier)
+
+    def _final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
+        if earlier and not attempt.failed:
+            self.stats.flaky[index] = len(earlier) + 1
+        self.listener.test_final(index, attempt, earlier)
+
+    # -- failures --------------------------------------------------------------------
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for worker, state in self.states.items():
+            if state is State.DONE or worker in self._killing:
+                continue
+            index = self.scheduler.in_flight(worker)
+            if index is None or worker not in self._since:
+                continue
+            limit = self.timeout(index)
+            if limit is not None and now - self._since[worker] > limit:
+                self._killing[worker] = (index, limit)
+                self.executor.send(worker, [{"t": "kill"}])
 
     def _done(self, worker: str) -> None:
         self.states[worker] = State.DONE
         for index in self.scheduler.release(worker):
             if not self.scheduler.stopped:
-                self.listener.test_lost(
-                    worker, index, f"worker {worker} ended without running this test"
-                )
+                message = f"worker {worker} ended without running {self.plan.nodeids[index]}"
+                self._conclude(index, self._lost_attempt(worker, index, message, "crash"))
         self.executor.close_worker(worker)
 
     def _failed_start(self, worker: str, event: Message) -> None:
@@ -186,19 +261,32 @@ class Controller:
         self.stats.lost.append(f"{worker} (during start-up, {event['how']})")
         self._keep_capacity()
 
-    def _lost(self, worker: str, what: str, event: Message | None = None) -> None:
-        """A worker died: its running test gets an error, its queue goes to the others."""
+    def _lost_attempt(self, worker: str, index: int, message: str, cause: str) -> Attempt:
+        parts = self._partial.pop(index, [])
+        return Attempt(
+            worker=worker,
+            reports=tuple(d for d, _ in parts),
+            texts=tuple(t for _, t in parts if t),
+            lost=message,
+            cause=cause,
+        )
+
+    def _lost(
+        self, worker: str, what: str, event: Message | None = None, cause: str = "crash"
+    ) -> None:
+        """A worker died: its running test gets an error or a retry, its queue goes back."""
         self.states[worker] = State.DONE
+        self._since.pop(worker, None)
         self.executor.close_worker(worker)
         running, _requeued = self.scheduler.worker_lost(worker)
-        how = f" ({event['how']})" if event else ""
-        self.stats.lost.append(f"{worker}{how}")
+        how = f" ({event['how']})" if event and cause == "crash" else ""
+        self.stats.lost.append(f"{worker}{' (timeout)' if cause == 'timeout' else how}")
         if running is not None:
             nodeid = self.plan.nodeids[running]
-            message = f"{what} while running {nodeid}{how}"
-            if event and event.get("log"):
+            message = what if cause == "timeout" else f"{what} while running {nodeid}{how}"
+            if event and event.get("log") and cause == "crash":
                 message += f"\n\nlast output of {worker}:\n{event['log']}"
-            self.listener.test_lost(worker, running, message)
+            self._conclude(running, self._lost_attempt(worker, running, message, cause))
         self._keep_capacity()
 
     def _keep_capacity(self) -> None:
@@ -211,13 +299,18 @@ class Controller:
             self._start(1)
         elif not self._live():
             self._give_up(
-                "not run: every worker died and the limit of "
-                f"{self.max_replacements} replacement workers was reached"
+                f"not run: {self._replacements} replacement workers died too "
+                "(the limit); every worker of this run was lost, see the errors above"
             )
 
     def _give_up(self, message: str) -> None:
+        self.stats.gave_up = message
         for index in self.scheduler.stop():
-            self.listener.test_lost(None, index, message)
+            earlier = self._attempts.pop(index, [])
+            if earlier:
+                self._final(index, earlier[-1], earlier[:-1])
+            else:
+                self._final(index, Attempt("", (), lost=message, cause="not run"), [])
 
 
 def _mismatch_message(worker: str, event: Message) -> str:

@@ -44,5 +44,5 @@ class Executor(Protocol):
     def close_worker(self, worker: str) -> None:
         """Release a worker that has finished or died."""
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
         """Stop every worker; stop the cluster too if this executor started it."""

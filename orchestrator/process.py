@@ -84,6 +84,10 @@ class WorkerProcess:
 
     def send(self, messages: Sequence[Message]) -> None:
         """Write commands; a worker that already died is noticed by :meth:`events`."""
+        if any(m["t"] == "kill" for m in messages):
+            # Handled here, not by the worker: it may be stuck where it cannot read.
+            self.kill()
+            messages = [m for m in messages if m["t"] != "kill"]
         if not messages:
             return
         try:

@@ -44,6 +44,10 @@ def summary_lines(
     lost: Sequence[str],
     store: str,
     startup: float | None,
+    flaky: Sequence[tuple[str, int]] = (),
+    fail_on_flaky: bool = False,
+    retried_failing: Sequence[tuple[str, int]] = (),
+    gave_up: str | None = None,
 ) -> list[str]:
     """The orchestrator's section of the terminal summary."""
     speedup = serial / wall if wall > 0 else 0.0
@@ -57,7 +61,16 @@ def summary_lines(
     if slowest:
         lines.append("slowest tests:")
         lines.extend(f"  {format_duration(secs):>8}  {nodeid}" for nodeid, secs in slowest)
+    if flaky:
+        verdict = "they fail the run (--ray-fail-on-flaky)" if fail_on_flaky else "counted passed"
+        lines.append(f"flaky tests (passed on a retry; {verdict}):")
+        lines.extend(f"  {nodeid} (passed on attempt {n})" for nodeid, n in flaky)
+    if retried_failing:
+        lines.append("failed on every attempt:")
+        lines.extend(f"  {nodeid} ({n} attempts)" for nodeid, n in retried_failing)
     if lost:
         lines.append("workers lost: " + ", ".join(lost))
+    if gave_up:
+        lines.append(f"stopped early: {gave_up}")
     lines.append(f"durations recorded in {store}")
     return lines

@@ -220,18 +220,23 @@ class RayExecutor:
             self._ray.get(actor.close.remote(), timeout=15)
         self._ray.kill(actor)
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
+        """Stop the workers (letting their sessions finish when ``graceful``) and the
+        cluster if we started it. Safe to call twice."""
         if self._ray is None:
             return
-        closing = [actor.close.remote() for actor in self._actors.values()]
-        if closing:
-            self._ray.wait(closing, num_returns=len(closing), timeout=15)
+        if graceful:
+            closing = [actor.close.remote() for actor in self._actors.values()]
+            if closing:
+                self._ray.wait(closing, num_returns=len(closing), timeout=15)
         for actor in self._actors.values():
             self._ray.kill(actor)
         self._actors.clear()
         self._outstanding.clear()
         if self._started_here:
             self._ray.shutdown()
+            self._started_here = False
+        self._ray = None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -38,9 +38,12 @@ class Scheduler:
         self.plan = plan
         self._workers = workers
         self._queue: deque[int] = deque(plan.order)
+        #: Tests to run again, each with the workers it already failed on.
+        self._retries: deque[tuple[int, frozenset[str]]] = deque()
         self._queued_seconds = math.fsum(plan.estimates)
         self._assigned: dict[str, deque[int]] = {}
         self._done: set[int] = set()
+        self._failed_on: dict[int, frozenset[str]] = {}
         self._min_batch = min_batch_seconds
         self._max_tests = max(1, max_batch_tests)
         self._cap = max(plan.longest, min_batch_seconds)
@@ -49,7 +52,7 @@ class Scheduler:
     # -- queries ---------------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._retries)
 
     @property
     def completed(self) -> int:
@@ -74,7 +77,14 @@ class Scheduler:
     # -- transitions -----------------------------------------------------------------
     def next_batch(self, worker: str) -> list[int]:
         """The next tests for ``worker``; an empty list means: nothing left, finish."""
-        if self.stopped or not self._queue:
+        if self.stopped:
+            return []
+        retry = self._take_retry(worker)
+        if retry is not None:
+            self._queued_seconds -= self.plan.estimates[retry]
+            self._assigned.setdefault(worker, deque()).append(retry)
+            return [retry]
+        if not self._queue:
             return []
         estimates = self.plan.estimates
         target = self._queued_seconds / (self._workers * CHUNKS_PER_WORKER)
@@ -90,6 +100,22 @@ class Scheduler:
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
+
+    def _take_retry(self, worker: str) -> int | None:
+        """A retry for ``worker``: one it has not failed, else any once nothing else is left."""
+        for position, (index, avoid) in enumerate(self._retries):
+            if worker not in avoid or not self._queue:
+                del self._retries[position]
+                return index
+        return None
+
+    def retry(self, index: int, failed_on: str) -> None:
+        """Queue test ``index`` again, preferring workers it has not failed on yet."""
+        avoid = self._failed_on.get(index, frozenset()) | {failed_on}
+        self._failed_on[index] = avoid
+        self._done.discard(index)
+        self._retries.append((index, avoid))
+        self._queued_seconds += self.plan.estimates[index]
 
     def finished(self, worker: str, index: int) -> None:
         """``worker`` reported the last phase of test ``index``."""
@@ -126,8 +152,9 @@ class Scheduler:
     def stop(self) -> list[int]:
         """Stop handing out work (``-x``/``--maxfail``); return what will never run."""
         self.stopped = True
-        dropped = list(self._queue)
+        dropped = [index for index, _ in self._retries] + list(self._queue)
         self._queue.clear()
+        self._retries.clear()
         self._queued_seconds = 0.0
         return dropped
 

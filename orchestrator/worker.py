@@ -157,7 +157,10 @@ class WorkerPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         assert self.config is not None
         data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
-        self.channel.send({"t": "report", "i": self.current, "r": data})
+        message: Message = {"t": "report", "i": self.current, "r": data}
+        if report.failed:
+            message["text"] = report.longreprtext  # for --retry-only and rerun records
+        self.channel.send(message)
         # Ask for the next test as soon as this one's outcome is known, so that the wait
         # for work is not counted in the teardown's duration.
         if self.lazy_next is not None and (

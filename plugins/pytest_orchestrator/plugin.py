@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import RunOptions, default_store_path, parse_workers
+from orchestrator.config import (
+    RunOptions,
+    default_store_path,
+    parse_retries,
+    parse_timeout,
+    parse_workers,
+)
 from orchestrator.errors import UsageError
+from orchestrator.retry import compile_pattern
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +51,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "<rootdir>/.orchestrator/durations.db)",
     )
     group.addoption(
+        "--ray-retries",
+        default="0",
+        metavar="N",
+        help="run a failed test up to N more times, on another worker where there is one; "
+        "fail then pass counts as passed (flaky)",
+    )
+    group.addoption(
+        "--ray-retry-only",
+        default=None,
+        metavar="REGEX",
+        help="retry only failures whose error text matches REGEX (transient errors)",
+    )
+    group.addoption(
+        "--ray-fail-on-flaky",
+        action="store_true",
+        default=False,
+        help="fail the run when a test passed only on a retry",
+    )
+    group.addoption(
+        "--ray-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="kill a worker whose test runs longer than this (also stuck in C code) and "
+        "report the test as failed; a test's timeout marker (pytest-timeout's) wins",
+    )
+    group.addoption(
         "--ray-progress",
         action="store_true",
         default=False,
@@ -54,6 +87,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _options(config: pytest.Config) -> RunOptions:
     try:
         workers = parse_workers(str(config.getoption("ray_workers")))
+        retries = parse_retries(str(config.getoption("ray_retries")))
+        timeout = parse_timeout(config.getoption("ray_timeout"))
+        retry_only = config.getoption("ray_retry_only")
+        compile_pattern(retry_only)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("numprocesses", None):
@@ -74,11 +111,22 @@ def _options(config: pytest.Config) -> RunOptions:
         address=address,
         store_path=store_path,
         progress=bool(config.getoption("ray_progress")),
+        retries=retries,
+        retry_only=retry_only,
+        fail_on_flaky=bool(config.getoption("ray_fail_on_flaky")),
+        timeout=timeout,
     )
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "retries(n): with --ray, run this test up to n more times when it fails"
+    )
+    if not config.pluginmanager.has_plugin("timeout"):
+        config.addinivalue_line(
+            "markers", "timeout(seconds): with --ray, kill the test after this many seconds"
+        )
     if not config.getoption("ray", False) or hasattr(config, "workerinput"):
         return
     options = _options(config)

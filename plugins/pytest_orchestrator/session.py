@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytest
 from _pytest._io import TerminalWriter
+from _pytest.junitxml import xml_key
 from _pytest.terminal import TerminalReporter
 
 from orchestrator.config import (
@@ -30,8 +32,10 @@ from orchestrator.config import (
 from orchestrator.controller import Controller, RunStats
 from orchestrator.durations import DurationStore
 from orchestrator.errors import OrchestratorError
+from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
+from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
 
 #: Seconds between two progress lines when the output is not a terminal.
 PLAIN_PROGRESS_EVERY = 10.0
@@ -52,7 +56,7 @@ class RaySession:
         self.workers = 0
         self.durations: dict[str, float] = defaultdict(float)
         self._started: set[int] = set()
-        self._phases: dict[int, set[str]] = defaultdict(set)
+        self._attempts: dict[int, int] = {}
         self._failed: set[int] = set()
         self._finished = 0
         self._t0 = 0.0
@@ -70,12 +74,15 @@ class RaySession:
             return True
         self.items = list(session.items)
         self._t0 = time.time()
+        previous = _terminate_as_interrupt()
         try:
             self._run()
         except OrchestratorError as exc:
             raise pytest.UsageError(str(exc)) from None
         finally:
             self._t_loop_end = time.time()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
@@ -126,10 +133,16 @@ class RaySession:
                 args=[str(a) for a in self.config.invocation_params.args],
                 cwd=str(self.config.invocation_params.dir),
                 env=env,
+                retry=self._retry_policy(),
+                timeout=self._timeout_of,
                 basetemp=self._basetemp(),
             )
+            self.stats = self.controller.stats
             with self._quiet_terminal():
-                self.stats = self.controller.run()
+                self.controller.run()
+        except KeyboardInterrupt:
+            executor.shutdown(graceful=False)
+            raise
         finally:
             executor.shutdown()
 
@@ -141,35 +154,56 @@ class RaySession:
         return str(factory.getbasetemp())
 
     # -- replay (the controller's listener) -------------------------------------------
-    def test_report(self, worker: str, index: int, data: dict[str, Any]) -> None:
+    def _retry_policy(self) -> RetryPolicy:
+        per_test = {}
+        for index, item in enumerate(self.items):
+            marker = item.get_closest_marker("retries")
+            if marker is not None:
+                value = marker.args[0] if marker.args else marker.kwargs.get("n", 0)
+                per_test[index] = max(0, int(value))
+        return RetryPolicy(
+            retries=self.options.retries,
+            only=compile_pattern(self.options.retry_only),
+            per_test=per_test,
+        )
+
+    def _timeout_of(self, index: int) -> float | None:
+        marker = self.items[index].get_closest_marker("timeout")
+        if marker is not None:
+            value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+            if value is not None:
+                return float(value) or None
+        return self.options.timeout
+
+    def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
+        """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
+        reports = [self._from_data(data) for data in attempt.reports]
+        if attempt.lost is not None:
+            reports.extend(self._lost_reports(index, attempt.lost, reports))
+        if earlier:
+            self._attempts[index] = len(earlier) + 1
+        for report in reports:
+            if report.when == "teardown" and earlier:
+                self._record_earlier(report, attempt, earlier)
+            self._replay(index, report)
+
+    def _from_data(self, data: dict[str, Any]) -> pytest.TestReport:
         # JSON turned pytest's tuples into lists; skip reports and locations need tuples.
         for key in ("longrepr", "location"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
-        hook = self.config.hook
-        report = hook.pytest_report_from_serializable(config=self.config, data=data)
-        self._replay(index, report)
-
-    def _replay(self, index: int, report: pytest.TestReport) -> None:
-        hook = self.config.hook
-        if index not in self._started:
-            self._started.add(index)
-            hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
-        self._phases[index].add(report.when)
-        self.durations[report.nodeid] += report.duration
-        if report.failed and not hasattr(report, "wasxfail"):
-            self._failed.add(index)
-        hook.pytest_runtest_logreport(report=report)
-        if report.when == "teardown":
-            hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
-            self._finished += 1
-            self._show_progress()
-
-    def test_lost(self, worker: str | None, index: int, message: str) -> None:
-        item = self.items[index]
-        when: Literal["setup", "teardown"] = (
-            "teardown" if "setup" in self._phases[index] else "setup"
+        report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
+            config=self.config, data=data
         )
+        return report
+
+    def _lost_reports(
+        self, index: int, message: str, received: list[pytest.TestReport]
+    ) -> list[pytest.TestReport]:
+        """An error for a test whose worker died (or that timed out) during it."""
+        item = self.items[index]
+        setup_seen = any(r.when == "setup" for r in received)
+        when: Literal["setup", "teardown"] = "teardown" if setup_seen else "setup"
         common: dict[str, Any] = {
             "nodeid": item.nodeid,
             "location": item.location,
@@ -178,11 +212,36 @@ class RaySession:
             "duration": 0.0,
             "user_properties": [],
         }
-        error = pytest.TestReport(outcome="failed", longrepr=message, when=when, **common)
-        self._replay(index, error)
+        out = [pytest.TestReport(outcome="failed", longrepr=message, when=when, **common)]
         if when == "setup":
-            done = pytest.TestReport(outcome="passed", longrepr=None, when="teardown", **common)
-            self._replay(index, done)
+            out.append(
+                pytest.TestReport(outcome="passed", longrepr=None, when="teardown", **common)
+            )
+        return out
+
+    def _record_earlier(
+        self, report: pytest.TestReport, attempt: Attempt, earlier: Sequence[Attempt]
+    ) -> None:
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        reporter = xml.node_reporter(report)
+        for previous in earlier:
+            reporter.append(attempt_element(previous, final_failed=attempt.failed))
+
+    def _replay(self, index: int, report: pytest.TestReport) -> None:
+        hook = self.config.hook
+        if index not in self._started:
+            self._started.add(index)
+            hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+        self.durations[report.nodeid] += report.duration
+        if report.failed and not hasattr(report, "wasxfail"):
+            self._failed.add(index)
+        hook.pytest_runtest_logreport(report=report)
+        if report.when == "teardown":
+            hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
+            self._finished += 1
+            self._show_progress()
 
     def test_warning(self, worker: str, data: dict[str, Any]) -> None:
         category = _warning_category(data["category"])
@@ -260,7 +319,15 @@ class RaySession:
             tw.line(line)
 
     # -- end of session ---------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if (
+            self.options.fail_on_flaky
+            and self.stats is not None
+            and self.stats.flaky
+            and session.exitstatus == pytest.ExitCode.OK
+        ):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.durations:
             try:
                 DurationStore(self.options.store_path).record(self.durations)
@@ -288,6 +355,14 @@ class RaySession:
             lost=self.stats.lost,
             store=str(self.options.store_path),
             startup=startup,
+            flaky=[(self.items[i].nodeid, n) for i, n in sorted(self.stats.flaky.items())],
+            fail_on_flaky=self.options.fail_on_flaky,
+            retried_failing=[
+                (self.items[i].nodeid, n)
+                for i, n in sorted(self._attempts.items())
+                if i not in self.stats.flaky
+            ],
+            gave_up=self.stats.gave_up,
         ):
             terminalreporter.write_line(line)
 
@@ -300,3 +375,15 @@ def _warning_category(qualified: str) -> type[Warning]:
     if isinstance(candidate, type) and issubclass(candidate, Warning):
         return candidate
     return UserWarning
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM stop the run like Ctrl-C (workers stopped, results kept, exit 2)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
