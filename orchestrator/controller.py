@@ -100,6 +100,10 @@ class Controller:
         self._attempts: dict[int, list[Attempt]] = {}
         #: When each worker started the test it is running.
         self._since: dict[str, float] = {}
+        #: Workers that asked for work and have not been given any yet.
+        self._parked: set[str] = set()
+        #: Parked workers already told to wait.
+        self._waiting: set[str] = set()
         #: Workers being killed for a timeout: the test and its limit.
         self._killing: dict[str, tuple[int, float]] = {}
 
@@ -129,6 +133,14 @@ class Controller:
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]
 
+    def _retire(self, worker: str) -> None:
+        """Forget a worker that ended, one way or another."""
+        self.states[worker] = State.DONE
+        self._parked.discard(worker)
+        self._waiting.discard(worker)
+        self._since.pop(worker, None)
+        self.executor.close_worker(worker)
+
     # -- the loop --------------------------------------------------------------------
     def run(self) -> RunStats:
         self._start(min(self.target, max(1, len(self.plan.nodeids))))
@@ -143,6 +155,9 @@ class Controller:
                     self._event(worker, raw if isinstance(raw, dict) else decode(raw))
                     if self.states[worker] is State.DONE:
                         break
+            for worker in list(self._parked):
+                if self.states.get(worker) is State.READY:
+                    self._serve(worker)
             self._enforce_timeouts()
             if not self.scheduler.stopped and self.listener.should_stop():
                 self._stop()
@@ -162,15 +177,8 @@ class Controller:
         if kind == "report":
             self._report(worker, event)
         elif kind == "need":
-            idle = not self.scheduler.assigned(worker)
-            batch = self.scheduler.next_batch(worker)
-            if batch:
-                if idle:  # else the clock starts when its current test's teardown arrives
-                    self._since[worker] = time.monotonic()
-                self.executor.send(worker, [{"t": "run", "i": batch}])
-            else:
-                self.states[worker] = State.FINISHING
-                self.executor.send(worker, [{"t": "finish"}])
+            self._parked.add(worker)
+            self._serve(worker)
         elif kind == "warning":
             self.listener.test_warning(worker, event)
         elif kind == "ready":
@@ -194,6 +202,37 @@ class Controller:
                 )
             else:
                 self._lost(worker, f"worker {worker} crashed", event)
+
+    def _serve(self, worker: str) -> None:
+        """Answer a worker's request for work: tests, "wait" or "finish".
+
+        While any test is still running somewhere, its failure could queue a retry, so a
+        worker with nothing to do waits (tearing its fixtures down) instead of leaving.
+        """
+        idle = not self.scheduler.assigned(worker)
+        available = [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
+        batch = self.scheduler.next_batch(worker, available=available)
+        if batch:
+            self._parked.discard(worker)
+            self._waiting.discard(worker)
+            if idle:  # else the clock starts when its current test's teardown arrives
+                self._since[worker] = time.monotonic()
+            self.executor.send(worker, [{"t": "run", "i": batch}])
+        elif self._unsettled():
+            if worker not in self._waiting:
+                self._waiting.add(worker)
+                self.executor.send(worker, [{"t": "wait"}])
+        else:
+            self._parked.discard(worker)
+            self._waiting.discard(worker)
+            self.states[worker] = State.FINISHING
+            self.executor.send(worker, [{"t": "finish"}])
+
+    def _unsettled(self) -> bool:
+        """Could more work still appear (a queued test, or a running one that may fail)?"""
+        if self.scheduler.stopped:
+            return False
+        return bool(self.scheduler.queued) or any(self.scheduler.assigned(w) for w in self._live())
 
     def _report(self, worker: str, event: Message) -> None:
         if self.stats.first_test_at is None:
@@ -242,16 +281,14 @@ class Controller:
                 self.executor.send(worker, [{"t": "kill"}])
 
     def _done(self, worker: str) -> None:
-        self.states[worker] = State.DONE
+        self._retire(worker)
         for index in self.scheduler.release(worker):
             if not self.scheduler.stopped:
                 message = f"worker {worker} ended without running {self.plan.nodeids[index]}"
                 self._conclude(index, self._lost_attempt(worker, index, message, "crash"))
-        self.executor.close_worker(worker)
 
     def _failed_start(self, worker: str, event: Message) -> None:
-        self.states[worker] = State.DONE
-        self.executor.close_worker(worker)
+        self._retire(worker)
         self.scheduler.worker_lost(worker)
         if not self._ever_ready and not self._live():
             raise OrchestratorError(
@@ -275,9 +312,7 @@ class Controller:
         self, worker: str, what: str, event: Message | None = None, cause: str = "crash"
     ) -> None:
         """A worker died: its running test gets an error or a retry, its queue goes back."""
-        self.states[worker] = State.DONE
-        self._since.pop(worker, None)
-        self.executor.close_worker(worker)
+        self._retire(worker)
         running, _requeued = self.scheduler.worker_lost(worker)
         how = f" ({event['how']})" if event and cause == "crash" else ""
         self.stats.lost.append(f"{worker}{' (timeout)' if cause == 'timeout' else how}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from orchestrator.planner import Plan
 
@@ -75,11 +75,15 @@ class Scheduler:
         return max(0.0, self._queued_seconds) + assigned
 
     # -- transitions -----------------------------------------------------------------
-    def next_batch(self, worker: str) -> list[int]:
-        """The next tests for ``worker``; an empty list means: nothing left, finish."""
+    def next_batch(self, worker: str, *, available: Collection[str] = ()) -> list[int]:
+        """The next tests for ``worker``; an empty list means: nothing for it now.
+
+        ``available`` names the workers that can still take work. A retry waits for one
+        of them that it has not failed on, rather than running again where it failed.
+        """
         if self.stopped:
             return []
-        retry = self._take_retry(worker)
+        retry = self._take_retry(worker, available)
         if retry is not None:
             self._queued_seconds -= self.plan.estimates[retry]
             self._assigned.setdefault(worker, deque()).append(retry)
@@ -101,10 +105,10 @@ class Scheduler:
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
 
-    def _take_retry(self, worker: str) -> int | None:
-        """A retry for ``worker``: one it has not failed, else any once nothing else is left."""
+    def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
+        """A retry for ``worker``: one it has not failed on, else one no one else can take."""
         for position, (index, avoid) in enumerate(self._retries):
-            if worker not in avoid or not self._queue:
+            if worker not in avoid or not (set(available) - avoid - {worker}):
                 del self._retries[position]
                 return index
         return None

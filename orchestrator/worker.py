@@ -70,6 +70,7 @@ class WorkerPlugin:
         self.config: pytest.Config | None = None
         self.lazy_next: LazyNextItem | None = None
         self.current = -1
+        self.asked = False
 
     # -- set-up ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -105,14 +106,16 @@ class WorkerPlugin:
                 missing.append(nodeid)
         self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
 
-    # -- the loop ----------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         if any(item is None for item in self.items):
             return True  # the controller aborts the run: it named the missing tests
         while True:
-            if not self.pending and (self.finishing or self._wait_for_work() is None):
-                break
+            if not self.pending:
+                self._request_work(until_wait=False)
+                if not self.pending:
+                    break
             index = self.pending.popleft()
             self.current = index
             self._absorb_waiting_commands()
@@ -121,37 +124,44 @@ class WorkerPlugin:
             self.lazy_next = None if self.pending else LazyNextItem(self)
             nextitem = self.items[self.pending[0]] if self.pending else self.lazy_next
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            if self.lazy_next is not None and self.lazy_next.resolve() is None:
-                break
         return True
 
     def _absorb_waiting_commands(self) -> None:
         while self.channel.poll():
             self._handle(self.channel.receive())
 
-    def _handle(self, message: Message) -> None:
-        kind = message["t"]
+    def _handle(self, message: Message) -> str:
+        kind: str = message["t"]
         if kind == "run":
+            self.asked = False
             if not self.finishing:
                 self.pending.extend(message["i"])
         elif kind in ("finish", "stop"):
             self.finishing = True
             self.pending.clear()
-        else:
+        elif kind != "wait":
             raise RuntimeError(f"worker got an unknown command: {message!r}")
+        return kind
 
-    def _wait_for_work(self) -> int | None:
-        """Ask for work and block until some arrives; None when the run is over."""
+    def _request_work(self, *, until_wait: bool) -> None:
+        """Ask for work (once) and block until it comes or the run is over.
+
+        ``wait`` means: nothing now, but stay; with ``until_wait`` it ends the wait
+        early, so that the current test can tear down while the controller decides.
+        """
         self._absorb_waiting_commands()
-        if not self.pending and not self.finishing:
+        if self.pending or self.finishing:
+            return
+        if not self.asked:
             self.channel.send({"t": "need"})
-            while not self.pending and not self.finishing:
-                self._handle(self.channel.receive())
-        return self.pending[0] if self.pending else None
+            self.asked = True
+        while not self.pending and not self.finishing:
+            if self._handle(self.channel.receive()) == "wait" and until_wait:
+                return
 
     def wait_for_next(self) -> pytest.Item | None:
-        index = self._wait_for_work()
-        return None if index is None else self.items[index]
+        self._request_work(until_wait=True)
+        return self.items[self.pending[0]] if self.pending else None
 
     # -- reporting ---------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

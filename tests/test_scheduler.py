@@ -110,3 +110,54 @@ def test_remaining_seconds_counts_down_to_zero(durations: list[float]) -> None:
             sched.finished(worker, index)
     assert sched.remaining_seconds() == pytest.approx(0.0, abs=1e-6)
     assert sched.completed == len(durations)
+
+
+def test_retry_prefers_another_worker_but_never_deadlocks() -> None:
+    plan = _plan([1.0, 1.0, 1.0])
+    sched = Scheduler(plan, 2)
+    live = ["a", "b"]
+    first = sched.next_batch("a", available=live)
+    assert first == [0]
+    sched.finished("a", 0)
+    sched.retry(0, failed_on="a")
+    # "a" could run it again, but "b" has not failed it: "a" gets other work.
+    assert 0 not in sched.next_batch("a", available=live)
+    assert sched.next_batch("b", available=live)[0] == 0
+    sched.finished("b", 0)
+    sched.retry(0, failed_on="b")
+    # Failed on both: whoever asks first runs it.
+    for worker in live:
+        for index in sched.assigned(worker):
+            sched.finished(worker, index)
+    assert sched.next_batch("b", available=live) == [0]
+
+
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=0, max_value=3),
+)
+def test_every_test_gets_one_verdict_with_retries(
+    fails: list[bool], workers: int, retries: int
+) -> None:
+    """Failing tests are retried up to the limit; every test ends exactly once."""
+    plan = _plan([1.0] * len(fails))
+    sched = Scheduler(plan, workers)
+    live = [f"w{i}" for i in range(workers)]
+    attempts = [0] * len(fails)
+    verdicts: list[int] = []
+    for _ in range(10_000):
+        progressed = False
+        for worker in live:
+            for index in sched.next_batch(worker, available=live):
+                progressed = True
+                attempts[index] += 1
+                sched.finished(worker, index)
+                if fails[index] and attempts[index] <= retries:
+                    sched.retry(index, failed_on=worker)
+                else:
+                    verdicts.append(index)
+        if not progressed:
+            break
+    assert sorted(verdicts) == list(range(len(fails)))
+    assert all(a == (retries + 1 if f else 1) for a, f in zip(attempts, fails, strict=True))

@@ -74,15 +74,12 @@ class RaySession:
             return True
         self.items = list(session.items)
         self._t0 = time.time()
-        previous = _terminate_as_interrupt()
         try:
             self._run()
         except OrchestratorError as exc:
             raise pytest.UsageError(str(exc)) from None
         finally:
             self._t_loop_end = time.time()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
@@ -138,8 +135,14 @@ class RaySession:
                 basetemp=self._basetemp(),
             )
             self.stats = self.controller.stats
-            with self._quiet_terminal():
-                self.controller.run()
+            # After Ray's start, which installs a SIGTERM handler of its own.
+            previous = _terminate_as_interrupt()
+            try:
+                with self._quiet_terminal():
+                    self.controller.run()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
         except KeyboardInterrupt:
             executor.shutdown(graceful=False)
             raise
