@@ -13,10 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.config import default_store_path, find_project_root, parse_workers
+from orchestrator.config import (
+    default_store_path,
+    find_project_root,
+    parse_retries,
+    parse_timeout,
+    parse_workers,
+)
 from orchestrator.durations import DurationStore, read_durations_file
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.progress import format_duration
+from orchestrator.retry import compile_pattern
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -47,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         help="existing Ray cluster (default $RAY_ADDRESS, else a local instance)",
     )
     run.add_argument("--durations-store", default=None, metavar="PATH", help="duration store")
+    run.add_argument("--retries", default=None, metavar="N", help="retry a failed test N times")
+    run.add_argument(
+        "--retry-only", default=None, metavar="REGEX", help="retry only errors matching REGEX"
+    )
+    run.add_argument(
+        "--fail-on-flaky", action="store_true", help="fail the run when a test passed on a retry"
+    )
+    run.add_argument(
+        "--timeout", default=None, metavar="SECONDS", help="kill a test running longer than this"
+    )
     run.add_argument(
         "--no-progress",
         action="store_true",
@@ -73,7 +90,12 @@ def _store_path(explicit: Path | None) -> Path:
 
 
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    parse_workers(args.workers)  # fail here, before pytest starts, on a bad value
+    # Fail here, before pytest starts, on a bad value.
+    parse_workers(args.workers)
+    if args.retries is not None:
+        parse_retries(args.retries)
+    parse_timeout(args.timeout)
+    compile_pattern(args.retry_only)
     import pytest
 
     argv = ["--ray", "--ray-workers", args.workers]
@@ -81,6 +103,15 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         argv += ["--ray-address", args.address]
     if args.durations_store:
         argv += ["--ray-durations", args.durations_store]
+    for value, option in (
+        (args.retries, "--ray-retries"),
+        (args.retry_only, "--ray-retry-only"),
+        (args.timeout, "--ray-timeout"),
+    ):
+        if value is not None:
+            argv += [option, value]
+    if args.fail_on_flaky:
+        argv.append("--ray-fail-on-flaky")
     verbose = any(
         a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in pytest_args
     )

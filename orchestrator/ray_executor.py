@@ -66,14 +66,39 @@ def _check_reachable(address: str) -> None:
             "use the address `ray start --head` printed"
         )
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
-            pass
+        with socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT
+        ) as sock:
+            grpc = bool(os.environ.get("RAY_USE_TLS")) or _speaks_http2(sock)
     except OSError as exc:
         raise ClusterError(
             f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
             "check that `ray start --head` is running there, or leave out --ray-address "
             "to start a local one"
         ) from None
+    if not grpc:
+        raise ClusterError(
+            f"{address} answers, but not as a Ray cluster (Ray's GCS speaks gRPC); "
+            "check the port: `ray start --head` prints the address to use"
+        )
+
+
+#: HTTP/2's client connection preface followed by an empty SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _speaks_http2(sock: socket.socket) -> bool:
+    """True when the server answers HTTP/2's preface with SETTINGS, as gRPC servers do.
+
+    Catches a wrong port in seconds, where Ray itself would retry for minutes.
+    """
+    sock.settimeout(5.0)
+    try:
+        sock.sendall(_HTTP2_HELLO)
+        head = sock.recv(9)
+    except OSError:
+        return False
+    return len(head) >= 4 and head[3] == 0x04
 
 
 def _token_available() -> bool:

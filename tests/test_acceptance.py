@@ -93,9 +93,12 @@ def test_outcomes_equal_serial_pytest(
 def test_cli_matches_plugin(pytester: pytest.Pytester, on_cluster: str, junit_schema: Path) -> None:
     _write_suite(pytester, OUTCOMES)
     _serial, serial_outcomes = _run(pytester, tag="serial")
-    proc, cli_outcomes = _cli(pytester, "run", "--workers", "2", "--junitxml", "cli.xml", tag="cli")
+    proc, cli_outcomes = _cli(
+        pytester, "run", "--workers", "2", "--retries", "1", "--junitxml", "cli.xml", tag="cli"
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert cli_outcomes == serial_outcomes
+    assert cli_outcomes == serial_outcomes  # retried failures still fail, once each
+    assert "failed on every attempt:" in proc.stdout
     assert "] 100% |" in proc.stdout  # the progress line's last state
     assert "orchestrator summary" in proc.stdout
     assert "serial time" in proc.stdout and "slowest tests:" in proc.stdout

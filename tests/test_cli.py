@@ -54,3 +54,18 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_durations_show_on_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["durations", "show", "--store", str(tmp_path / "none.db")]) == 0
     assert "no durations recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--retries", "x"], "--ray-retries expects a whole number"),
+        (["--timeout", "-2"], "--ray-timeout must be positive"),
+        (["--retry-only", "["], "is not a valid regular expression"),
+    ],
+)
+def test_run_validates_reliability_options(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", *args]) == 4
+    assert message in capsys.readouterr().err

@@ -340,3 +340,22 @@ def test_broken_environment_is_reported_once(pytester: pytest.Pytester, on_clust
     result = pytester.runpytest_subprocess("--ray", timeout=240)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*Interrupted: 1 error during collection*"])
+
+
+def test_wrong_port_fails_fast_naming_the_address(pytester: pytest.Pytester) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    pytester.makepyfile(test_x="def test_x(): pass")
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess("--ray", "--ray-address", address, timeout=120)
+    assert time.monotonic() - start < 30
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {address} answers, but not as a Ray cluster*"])
+    listener.close()
