@@ -232,6 +232,8 @@ class Controller:
         """Could more work still appear (a queued test, or a running one that may fail)?"""
         if self.scheduler.stopped:
             return False
+        if not self.retry.enabled:
+            return bool(self.scheduler.queued)
         return bool(self.scheduler.queued) or any(self.scheduler.assigned(w) for w in self._live())
 
     def _report(self, worker: str, event: Message) -> None:

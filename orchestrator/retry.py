@@ -54,6 +54,11 @@ class RetryPolicy:
     #: Per-test retry counts from markers, by test index.
     per_test: Mapping[int, int] = field(default_factory=dict)
 
+    @property
+    def enabled(self) -> bool:
+        """Can any test be retried at all?"""
+        return self.retries > 0 or any(n > 0 for n in self.per_test.values())
+
     def allowed(self, index: int) -> int:
         return self.per_test.get(index, self.retries)
 
