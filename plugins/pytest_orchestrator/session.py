@@ -7,19 +7,16 @@ Reports arrive serialized from the workers and are replayed through pytest's own
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pytest
-from _pytest._io import TerminalWriter
 from _pytest.junitxml import xml_key
 from _pytest.terminal import TerminalReporter
 
@@ -36,9 +33,8 @@ from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
+from pytest_orchestrator.terminal import Terminal
 
-#: Seconds between two progress lines when the output is not a terminal.
-PLAIN_PROGRESS_EVERY = 10.0
 SLOWEST_SHOWN = 5
 
 
@@ -61,8 +57,7 @@ class RaySession:
         self._finished = 0
         self._t0 = 0.0
         self._t_loop_end = 0.0
-        self._progress_at = 0.0
-        self._progress_tw: Any = None
+        self.terminal = Terminal(config)
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -94,7 +89,7 @@ class RaySession:
             warnings.simplefilter("always")
             history = store.load()
         for w in caught:
-            self._write_line(f"orchestrator: warning: {w.message}", yellow=True)
+            self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
         plan = self.plan = make_plan([item.nodeid for item in self.items], history)
         executor = RayExecutor(self.options.address)
         try:
@@ -103,7 +98,7 @@ class RaySession:
                 cpus = max(1, info.cpus)
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
                 if workers > cpus:
-                    self._write_line(
+                    self.terminal.line(
                         f"orchestrator: the cluster has {cpus} CPUs; running {cpus} workers "
                         f"instead of {workers}",
                         yellow=True,
@@ -115,7 +110,7 @@ class RaySession:
                 info = executor.connect(local_cpus=workers)
             workers = min(workers, len(plan.nodeids))
             self.where, self.workers = info.description, workers
-            self._write_line(
+            self.terminal.line(
                 f"orchestrator: {len(plan.nodeids)} tests on {workers} worker(s), "
                 f"{info.description}; {plan.known} with recorded durations, "
                 f"estimated serial time {plan.total:.1f}s"
@@ -138,7 +133,9 @@ class RaySession:
             # After Ray's start, which installs a SIGTERM handler of its own.
             previous = _terminate_as_interrupt()
             try:
-                with self._quiet_terminal():
+                with self.terminal.progress_instead_of_tests(
+                    self.options.progress, self._progress_text
+                ):
                     self.controller.run()
             finally:
                 if previous is not None:
@@ -244,7 +241,7 @@ class RaySession:
         if report.when == "teardown":
             hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
             self._finished += 1
-            self._show_progress()
+            self.terminal.draw()
 
     def test_warning(self, worker: str, data: dict[str, Any]) -> None:
         category = _warning_category(data["category"])
@@ -271,55 +268,11 @@ class RaySession:
         session = self.items[0].session if self.items else None
         return bool(session and (session.shouldfail or session.shouldstop))
 
-    # -- terminal --------------------------------------------------------------------
-    def _reporter(self) -> TerminalReporter | None:
-        plugin = self.config.pluginmanager.get_plugin("terminalreporter")
-        return plugin if isinstance(plugin, TerminalReporter) else None
-
-    def _write_line(self, line: str, yellow: bool = False) -> None:
-        reporter = self._reporter()
-        if reporter is not None:
-            reporter.write_line(line, yellow=yellow)
-
-    @contextmanager
-    def _quiet_terminal(self) -> Iterator[None]:
-        """With ``--ray-progress``, replace per-test output by one live progress line."""
-        reporter = self._reporter()
-        if not self.options.progress or reporter is None or reporter.verbosity > 0:
-            yield
-            return
-        real = reporter._tw
-        self._progress_tw = real
-        # Our line replaces pytest's "[ 40%]" column, including its final "[100%]".
-        reporter._show_progress_info = False
-        reporter._tw = TerminalWriter(file=io.StringIO())
-        try:
-            yield
-        finally:
-            reporter._tw = real
-            self._show_progress(final=True)
-            self._progress_tw = None
-
-    def _show_progress(self, final: bool = False) -> None:
-        tw = self._progress_tw
-        if tw is None or self.plan is None or self.controller is None:
-            return
-        now = time.time()
-        interactive = tw.hasmarkup and getattr(sys.stdout, "isatty", lambda: False)()
-        every = 0.1 if interactive else PLAIN_PROGRESS_EVERY
-        if not final and now - self._progress_at < every:
-            return
-        self._progress_at = now
+    def _progress_text(self) -> str:
+        assert self.controller is not None
         eta = eta_seconds(self.controller.scheduler.remaining_seconds(), self.workers)
-        line = progress_line(
-            self._finished, len(self.items), len(self._failed), now - self._t0, eta
-        )
-        if interactive:
-            tw.write("\r" + line[: tw.fullwidth - 1].ljust(tw.fullwidth - 1), flush=True)
-            if final:
-                tw.write("\n")
-        else:
-            tw.line(line)
+        elapsed = time.time() - self._t0
+        return progress_line(self._finished, len(self.items), len(self._failed), elapsed, eta)
 
     # -- end of session ---------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -335,7 +288,7 @@ class RaySession:
             try:
                 DurationStore(self.options.store_path).record(self.durations)
             except (OSError, OrchestratorError) as exc:
-                self._write_line(
+                self.terminal.line(
                     f"orchestrator: could not save durations to {self.options.store_path}: {exc}",
                     yellow=True,
                 )

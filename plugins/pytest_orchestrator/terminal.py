@@ -1,0 +1,80 @@
+"""What ``--ray`` prints: start-up lines and the live progress line (``--ray-progress``)."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from _pytest._io import TerminalWriter
+from _pytest.terminal import TerminalReporter
+
+#: Seconds between two progress lines when the output is not a terminal (CI logs).
+PLAIN_PROGRESS_EVERY = 10.0
+#: Seconds between two redraws of the progress line on a terminal.
+LIVE_PROGRESS_EVERY = 0.1
+
+
+class Terminal:
+    """The controller's access to pytest's terminal reporter."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._live: Any = None
+        self._drawn_at = 0.0
+
+    def reporter(self) -> TerminalReporter | None:
+        plugin = self.config.pluginmanager.get_plugin("terminalreporter")
+        return plugin if isinstance(plugin, TerminalReporter) else None
+
+    def line(self, text: str, yellow: bool = False) -> None:
+        reporter = self.reporter()
+        if reporter is not None:
+            reporter.write_line(text, yellow=yellow)
+
+    @contextmanager
+    def progress_instead_of_tests(self, enabled: bool, render: Callable[[], str]) -> Iterator[None]:
+        """Replace pytest's character per test by one progress line drawn by ``render``.
+
+        pytest's reporter still sees every report (for its summary); only its per-test
+        output goes nowhere while the run lasts.
+        """
+        reporter = self.reporter()
+        if not enabled or reporter is None or reporter.verbosity > 0:
+            yield
+            return
+        real = reporter._tw
+        self._live = (real, render)
+        # Our line replaces pytest's "[ 40%]" column, including its final "[100%]".
+        reporter._show_progress_info = False
+        reporter._tw = TerminalWriter(file=io.StringIO())
+        try:
+            yield
+        finally:
+            reporter._tw = real
+            self.draw(final=True)
+            self._live = None
+
+    def draw(self, final: bool = False) -> None:
+        """Redraw the progress line (at most every so often, unless ``final``)."""
+        if self._live is None:
+            return
+        tw, render = self._live
+        now = time.monotonic()
+        interactive = tw.hasmarkup and getattr(sys.stdout, "isatty", lambda: False)()
+        every = LIVE_PROGRESS_EVERY if interactive else PLAIN_PROGRESS_EVERY
+        if not final and now - self._drawn_at < every:
+            return
+        self._drawn_at = now
+        text = render()
+        if interactive:
+            width = tw.fullwidth - 1
+            tw.write("\r" + text[:width].ljust(width), flush=True)
+            if final:
+                tw.write("\n")
+        else:
+            tw.line(text)
