@@ -20,6 +20,12 @@ from orchestrator.protocol import FDS_ENV, LineReader, Message, encode
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25
+#: How long an exchange waits for more events after the first one.
+LINGER_SECONDS = 0.05
+#: Most events handed over in one exchange.
+MAX_EVENTS = 2000
+#: How a worker's request for work starts (see protocol.encode).
+NEED_PREFIX = b'{"t":"need"'
 
 
 def describe_exit(returncode: int) -> str:
@@ -106,9 +112,15 @@ class WorkerProcess:
         if self.exit_event is not None:
             return out
         line = self._events.readline(timeout)
+        # Linger briefly for more: every exchange costs a round trip through Ray, and a
+        # worker running tiny tests produces events faster than single ones could travel.
+        # A request for work is the exception: the worker is idle until it is answered.
+        deadline = time.monotonic() + LINGER_SECONDS
         while line is not None:
             out.append(line)
-            line = self._events.readline(0) if self._events.has_line() else None
+            if line.startswith(NEED_PREFIX) or len(out) >= MAX_EVENTS:
+                break
+            line = self._events.readline(max(0.0, deadline - time.monotonic()))
         if self._events.eof:
             out.append(self._finish())
         return out

@@ -289,17 +289,19 @@ def test_usage_errors(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: cannot reach a Ray cluster at 127.0.0.1:1*"])
 
 
-def _cluster_processes() -> set[int]:
-    """PIDs of Ray cluster daemons and our worker processes on this machine."""
+def _cluster_processes(cwd: Path) -> set[int]:
+    """PIDs of Ray daemons and worker processes started from ``cwd`` (they inherit it)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            here = Path(os.readlink(entry / "cwd"))
         except OSError:
             continue
-        if any(m in cmdline for m in (b"gcs_server", b"raylet", b"orchestrator.worker")):
+        markers = (b"gcs_server", b"raylet", b"orchestrator.worker")
+        if here == cwd and any(m in cmdline for m in markers):
             found.add(int(entry.name))
     return found
 
@@ -316,13 +318,12 @@ def test_embedded_cluster_starts_and_stops_cleanly(
             pass
         """
     )
-    before = _cluster_processes()
     result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*2 worker(s) on a local Ray instance (2 CPUs)*"])
     # Ray's own log lines stay out of the user's terminal.
     assert "INFO" not in result.stdout.str() + result.stderr.str()
-    leftovers = _cluster_processes() - before
+    leftovers = _cluster_processes(pytester.path)
     assert not leftovers, f"processes left behind: {sorted(leftovers)}"
 
 

@@ -270,7 +270,6 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    before = _cluster_processes()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -295,6 +294,7 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
         char = proc.stdout.read(1)
         assert char, seen
         seen += char
+    assert _cluster_processes(pytester.path)  # the check below can see them
     proc.send_signal(signal.SIGTERM)
     start = time.monotonic()
     out, _ = proc.communicate(timeout=60)
@@ -306,7 +306,7 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
     assert 4 <= len(finished) < 40
     assert all(case.find("failure") is None and case.find("error") is None for case in finished)
     time.sleep(1)
-    assert not _cluster_processes() - before
+    assert not _cluster_processes(pytester.path)
 
 
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:

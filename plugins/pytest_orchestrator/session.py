@@ -140,9 +140,11 @@ class RaySession:
             finally:
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             executor.shutdown(graceful=False)
-            raise
+            # Raised afresh: the original traceback can end in Ray's compiled code, whose
+            # frames have no line numbers and break pytest's report of the interruption.
+            raise KeyboardInterrupt(str(exc) or "interrupted") from None
         finally:
             executor.shutdown()
 
