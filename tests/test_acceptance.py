@@ -114,6 +114,19 @@ def test_selection_options_pass_through(pytester: pytest.Pytester, on_cluster: s
         assert serial_outcomes
 
 
+def test_pyargs_packages(pytester: pytest.Pytester, on_cluster: str) -> None:
+    _write_suite(pytester, {})
+    pytester.mkpydir("shippedpkg")
+    pytester.path.joinpath("shippedpkg", "test_inside.py").write_text(
+        "import pytest\n@pytest.mark.parametrize('i', range(3))\ndef test_inside(i):\n    pass\n"
+    )
+    _r, serial_outcomes = _run(pytester, "--pyargs", "shippedpkg", tag="serial")
+    result, ray_outcomes = _run(pytester, "--ray", "--pyargs", "shippedpkg", tag="ray")
+    assert len(serial_outcomes) == 9  # three tests, three phases each
+    assert ray_outcomes == serial_outcomes
+    result.assert_outcomes(passed=3)
+
+
 def test_exitfirst_stops_all_workers(pytester: pytest.Pytester, on_cluster: str) -> None:
     pytester.makepyfile(
         test_stop="""
