@@ -49,8 +49,6 @@ class State(enum.Enum):
 class RunStats:
     """What the summary reports about the run itself."""
 
-    workers: int = 0
-    started: int = 0
     lost: list[str] = field(default_factory=list)
     first_test_at: float | None = None
     #: Tests that passed only after failing, with their attempt counts.
@@ -90,7 +88,7 @@ class Controller:
         self.target = workers
         self.max_replacements = max(workers, 4) if max_replacements is None else max_replacements
         self.states: dict[str, State] = {}
-        self.stats = RunStats(workers=workers)
+        self.stats = RunStats()
         self._next_id = 0
         self._replacements = 0
         self._ever_ready = False
@@ -128,7 +126,6 @@ class Controller:
             self.states[worker] = State.STARTING
             inits.append(self._init(worker))
         self.executor.start_workers(inits, self.env, self.cwd)
-        self.stats.started += count
 
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]

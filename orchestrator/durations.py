@@ -14,7 +14,7 @@ import sqlite3
 import time
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
@@ -184,18 +184,9 @@ def read_durations_file(path: Path) -> dict[str, float]:
     )
 
 
-def durations_of(reports: Iterable[tuple[str, float]]) -> dict[str, float]:
-    """Sum phase durations per node id (setup + call + teardown)."""
-    out: dict[str, float] = {}
-    for nodeid, seconds in reports:
-        out[nodeid] = out.get(nodeid, 0.0) + seconds
-    return out
-
-
 __all__ = [
     "DurationStore",
     "StoreWarning",
-    "durations_of",
     "junit_key",
     "read_durations_file",
     "read_junit",

@@ -22,7 +22,6 @@ class ClusterInfo:
 
     description: str
     cpus: int
-    started_here: bool
 
 
 #: One poll result: a worker and its new events, or the news that it was lost.

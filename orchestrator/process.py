@@ -84,10 +84,6 @@ class WorkerProcess:
         self.exit_event: Message | None = None
         self.send([init])
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
     def send(self, messages: Sequence[Message]) -> None:
         """Write commands; a worker that already died is noticed by :meth:`events`."""
         if any(m["t"] == "kill" for m in messages):

@@ -175,7 +175,7 @@ class RayExecutor:
             alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
             nodes = len(alive)
             where = f"the Ray cluster at {self.address or 'auto'} ({nodes} node(s), {cpus} CPUs)"
-        return ClusterInfo(description=where, cpus=cpus, started_here=self._started_here)
+        return ClusterInfo(description=where, cpus=cpus)
 
     # -- workers ---------------------------------------------------------------------
     def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:

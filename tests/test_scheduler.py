@@ -70,6 +70,7 @@ def test_heavy_tail_efficiency() -> None:
     sim = simulate(_plan(durations), 4, latency=0.002)
     lower = max(sum(durations) / 4, max(durations))
     assert sim.makespan / lower < 1.05
+    assert sim.efficiency > 0.95
 
 
 def test_lost_worker_requeues_its_queue() -> None:
