@@ -114,6 +114,7 @@ class Controller:
             "nodeids": list(self.plan.nodeids),
             "workercount": self.target,
             "testrunuid": self.testrunuid,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
             # One temporary directory per worker, under the run's own (as pytest-xdist).
             "basetemp": os.path.join(self.basetemp, worker) if self.basetemp else None,
         }

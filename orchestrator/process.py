@@ -39,6 +39,17 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def _match_priority(pid: int, nice: int | None) -> None:
+    """Run the tests at the controller's priority (Ray starts workers at nice 15).
+
+    Raising a priority needs privileges; without them the worker keeps Ray's.
+    """
+    if nice is None:
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
 class WorkerProcess:
     """A ``python -m orchestrator.worker`` child with a command pipe and an event pipe."""
 
@@ -79,6 +90,7 @@ class WorkerProcess:
             os.close(cmd_read)
             os.close(evt_write)
             os.close(log_fd)
+        _match_priority(self._proc.pid, init.get("nice"))
         self._commands = os.fdopen(cmd_write, "wb")
         self._events = LineReader(evt_read)
         self.exit_event: Message | None = None

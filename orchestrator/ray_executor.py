@@ -161,6 +161,9 @@ class RayExecutor:
                     f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}{hint}"
                 ) from None
         else:
+            # Ray runs its workers at nice 15; our test processes should compete with
+            # nothing at a disadvantage, as they would under plain pytest.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(
                 num_cpus=local_cpus,
                 include_dashboard=False,
