@@ -232,7 +232,7 @@ class Controller:
             return False
         if not self.retry.enabled:
             return bool(self.scheduler.queued)
-        return bool(self.scheduler.queued) or any(self.scheduler.assigned(w) for w in self._live())
+        return bool(self.scheduler.queued) or self.scheduler.running
 
     def _report(self, worker: str, event: Message) -> None:
         if self.stats.first_test_at is None:

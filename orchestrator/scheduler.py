@@ -39,7 +39,7 @@ class Scheduler:
         self._workers = workers
         self._queue: deque[int] = deque(plan.order)
         #: Tests to run again, each with the workers it already failed on.
-        self._retries: deque[tuple[int, frozenset[str]]] = deque()
+        self._retries: deque[int] = deque()
         self._queued_seconds = math.fsum(plan.estimates)
         self._assigned: dict[str, deque[int]] = {}
         self._done: set[int] = set()
@@ -61,6 +61,11 @@ class Scheduler:
     def assigned(self, worker: str) -> tuple[int, ...]:
         """Tests sent to ``worker`` and not finished yet, in the order it runs them."""
         return tuple(self._assigned.get(worker, ()))
+
+    @property
+    def running(self) -> bool:
+        """True while any worker has tests it has not finished."""
+        return any(self._assigned.values())
 
     def in_flight(self, worker: str) -> int | None:
         """The test ``worker`` is running now (the first unfinished one it was sent)."""
@@ -107,7 +112,8 @@ class Scheduler:
 
     def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
         """A retry for ``worker``: one it has not failed on, else one no one else can take."""
-        for position, (index, avoid) in enumerate(self._retries):
+        for position, index in enumerate(self._retries):
+            avoid = self._failed_on[index]
             if worker not in avoid or not (set(available) - avoid - {worker}):
                 del self._retries[position]
                 return index
@@ -118,7 +124,7 @@ class Scheduler:
         avoid = self._failed_on.get(index, frozenset()) | {failed_on}
         self._failed_on[index] = avoid
         self._done.discard(index)
-        self._retries.append((index, avoid))
+        self._retries.append(index)
         self._queued_seconds += self.plan.estimates[index]
 
     def finished(self, worker: str, index: int) -> None:
@@ -156,7 +162,7 @@ class Scheduler:
     def stop(self) -> list[int]:
         """Stop handing out work (``-x``/``--maxfail``); return what will never run."""
         self.stopped = True
-        dropped = [index for index, _ in self._retries] + list(self._queue)
+        dropped = list(self._retries) + list(self._queue)
         self._queue.clear()
         self._retries.clear()
         self._queued_seconds = 0.0
