@@ -1,4 +1,5 @@
-"""The ``orchestrator`` command: ``run`` a suite on Ray, manage recorded ``durations``.
+"""The ``orchestrator`` command: ``run`` a suite on Ray, manage recorded ``durations``,
+show a test's ``history``.
 
 ``main(argv)`` returns an exit code and never calls ``sys.exit``; our own errors
 become one ``ERROR:`` line, unexpected ones keep their traceback.
@@ -22,6 +23,8 @@ from orchestrator.config import (
 )
 from orchestrator.durations import DurationStore, read_durations_file
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.history import HistoryStore, history_lines
+from orchestrator.kinds import parse_kinds
 from orchestrator.progress import format_duration
 from orchestrator.retry import compile_pattern
 
@@ -65,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", default=None, metavar="SECONDS", help="kill a test running longer than this"
     )
     run.add_argument(
+        "--kinds",
+        default=None,
+        metavar="KINDS",
+        help="run only these kinds or pipelines (unit, integration, data_validation, "
+        "model_performance; app, ml), comma separated",
+    )
+    run.add_argument(
+        "--junit-pipelines",
+        default=None,
+        metavar="DIR|PATTERN",
+        help="with --junitxml, also write one JUnit file per pipeline (DIR/junit-app.xml, "
+        "DIR/junit-ml.xml, or a path containing {pipeline})",
+    )
+    run.add_argument(
+        "--strict-resources",
+        action="store_true",
+        help="fail when a test needs resources no node has (default: skip it)",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="print pytest's usual per-test output instead of the live progress line",
@@ -82,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     show = actions.add_parser("show", help="list the longest recorded tests")
     show.add_argument("--store", type=Path, default=None, metavar="PATH")
     show.add_argument("--top", type=int, default=20, metavar="N")
+
+    history = commands.add_parser(
+        "history",
+        help="duration, flake rate and metric trends of recorded runs",
+        description="Without TEST: the recent runs, the slowest and flakiest tests and the "
+        "metrics. With TEST (any part of a test id): that test's trends.",
+    )
+    history.add_argument("test", nargs="?", default=None, metavar="TEST")
+    history.add_argument("--store", type=Path, default=None, metavar="PATH")
+    history.add_argument("--top", type=int, default=10, metavar="N")
     return parser
 
 
@@ -96,6 +128,8 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         parse_retries(args.retries)
     parse_timeout(args.timeout)
     compile_pattern(args.retry_only)
+    if args.kinds is not None:
+        parse_kinds(args.kinds)
     import pytest
 
     argv = ["--ray", "--ray-workers", args.workers]
@@ -107,11 +141,15 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.retries, "--ray-retries"),
         (args.retry_only, "--ray-retry-only"),
         (args.timeout, "--ray-timeout"),
+        (args.kinds, "--kinds"),
+        (args.junit_pipelines, "--junit-pipelines"),
     ):
         if value is not None:
             argv += [option, value]
     if args.fail_on_flaky:
         argv.append("--ray-fail-on-flaky")
+    if args.strict_resources:
+        argv.append("--strict-resources")
     verbose = any(
         a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in pytest_args
     )
@@ -149,6 +187,13 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    store = HistoryStore(_store_path(args.store))
+    for line in history_lines(store, args.test, top=max(1, args.top)):
+        print(line)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
@@ -157,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "history":
+            return _history(args)
         if args.action == "import":
             return _import(args)
         return _show(args)

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from orchestrator.config import POLL_SECONDS
+from orchestrator.config import POLL_SECONDS, thread_env
 from orchestrator.errors import CollectionMismatch, OrchestratorError
 from orchestrator.executor import Executor, WorkerLost
 from orchestrator.planner import Plan
 from orchestrator.protocol import Message, decode
+from orchestrator.resources import Resources, serves
 from orchestrator.retry import Attempt, RetryPolicy
 from orchestrator.scheduler import Scheduler
 
@@ -73,11 +74,20 @@ class Controller:
         timeout: Callable[[int], float | None] = lambda index: None,
         max_replacements: int | None = None,
         basetemp: str | None = None,
+        needs: Sequence[Resources] = (),
+        shapes: Sequence[Resources] = (),
+        init_extra: Mapping[str, Any] | None = None,
     ) -> None:
+        """``needs`` are the distinct resource needs (``plan.classes`` index them) and
+        ``shapes`` the workers to start; without them every worker runs every test."""
         self.plan = plan
         self.executor = executor
         self.listener = listener
+        self.needs = list(needs)
+        self.shapes: list[Resources | None] = list(shapes) or [None] * workers
+        workers = len(self.shapes)
         self.scheduler = Scheduler(plan, workers)
+        self.init_extra = dict(init_extra or {})
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.args = list(args)
@@ -104,10 +114,13 @@ class Controller:
         self._waiting: set[str] = set()
         #: Workers being killed for a timeout: the test and its limit.
         self._killing: dict[str, tuple[int, float]] = {}
+        #: Each worker's resource shape (None: an ordinary worker of a plain run).
+        self._shape_of: dict[str, Resources | None] = {}
 
     # -- workers ---------------------------------------------------------------------
-    def _init(self, worker: str) -> Message:
-        return {
+    def _init(self, worker: str, shape: Resources | None) -> Message:
+        init: Message = {
+            **self.init_extra,
             "t": "init",
             "worker": worker,
             "args": self.args,
@@ -118,14 +131,22 @@ class Controller:
             # One temporary directory per worker, under the run's own (as pytest-xdist).
             "basetemp": os.path.join(self.basetemp, worker) if self.basetemp else None,
         }
+        if shape is not None:
+            init["resources"] = shape.as_ray()
+            if shape.cpus >= 2:  # its own thread caps, unless the user set them
+                init["env"] = thread_env(os.environ, int(shape.cpus), 1)
+        return init
 
-    def _start(self, count: int) -> None:
+    def _start(self, shapes: Sequence[Resources | None]) -> None:
         inits = []
-        for _ in range(count):
+        for shape in shapes:
             worker = f"gw{self._next_id}"
             self._next_id += 1
             self.states[worker] = State.STARTING
-            inits.append(self._init(worker))
+            self._shape_of[worker] = shape
+            if shape is not None:
+                self.scheduler.set_serves(worker, serves(shape, self.needs))
+            inits.append(self._init(worker, shape))
         self.executor.start_workers(inits, self.env, self.cwd)
 
     def _live(self) -> list[str]:
@@ -141,7 +162,7 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> RunStats:
-        self._start(min(self.target, max(1, len(self.plan.nodeids))))
+        self._start(self.shapes[: max(1, len(self.plan.nodeids))])
         while self._live():
             for worker, result in self.executor.poll(POLL_SECONDS):
                 if self.states.get(worker) in (None, State.DONE):
@@ -159,6 +180,12 @@ class Controller:
             self._enforce_timeouts()
             if not self.scheduler.stopped and self.listener.should_stop():
                 self._stop()
+        if self.scheduler.queued and not self.scheduler.stopped:
+            # Only possible when every worker able to run some tests was lost for good.
+            self._give_up(
+                "not run: every worker able to run this test was lost and the replacement "
+                "limit was reached; see the errors above"
+            )
         return self.stats
 
     def _stop(self) -> None:
@@ -216,7 +243,7 @@ class Controller:
             if idle:  # else the clock starts when its current test's teardown arrives
                 self._since[worker] = time.monotonic()
             self.executor.send(worker, [{"t": "run", "i": batch}])
-        elif self._unsettled():
+        elif self._unsettled(worker):
             if worker not in self._waiting:
                 self._waiting.add(worker)
                 self.executor.send(worker, [{"t": "wait"}])
@@ -226,13 +253,12 @@ class Controller:
             self.states[worker] = State.FINISHING
             self.executor.send(worker, [{"t": "finish"}])
 
-    def _unsettled(self) -> bool:
-        """Could more work still appear (a queued test, or a running one that may fail)?"""
+    def _unsettled(self, worker: str) -> bool:
+        """Could more work still appear for ``worker`` (a queued test of a class it
+        serves, or a running one that may fail and be retried)?"""
         if self.scheduler.stopped:
             return False
-        if not self.retry.enabled:
-            return bool(self.scheduler.queued)
-        return bool(self.scheduler.queued) or self.scheduler.running
+        return self.scheduler.has_work_for(worker, running_counts=self.retry.enabled)
 
     def _report(self, worker: str, event: Message) -> None:
         if self.stats.first_test_at is None:
@@ -288,6 +314,7 @@ class Controller:
                 self._conclude(index, self._lost_attempt(worker, index, message, "crash"))
 
     def _failed_start(self, worker: str, event: Message) -> None:
+        shape = self._shape_of.get(worker)
         self._retire(worker)
         self.scheduler.worker_lost(worker)
         if not self._ever_ready and not self._live():
@@ -296,7 +323,7 @@ class Controller:
                 f"its output ends with:\n{event.get('log', '')}"
             )
         self.stats.lost.append(f"{worker} (during start-up, {event['how']})")
-        self._keep_capacity()
+        self._keep_capacity(shape)
 
     def _lost_attempt(self, worker: str, index: int, message: str, cause: str) -> Attempt:
         parts = self._partial.pop(index, [])
@@ -312,6 +339,7 @@ class Controller:
         self, worker: str, what: str, event: Message | None = None, cause: str = "crash"
     ) -> None:
         """A worker died: its running test gets an error or a retry, its queue goes back."""
+        shape = self._shape_of.get(worker)
         self._retire(worker)
         running, _requeued = self.scheduler.worker_lost(worker)
         how = f" ({event['how']})" if event and cause == "crash" else ""
@@ -322,16 +350,16 @@ class Controller:
             if event and event.get("log") and cause == "crash":
                 message += f"\n\nlast output of {worker}:\n{event['log']}"
             self._conclude(running, self._lost_attempt(worker, running, message, cause))
-        self._keep_capacity()
+        self._keep_capacity(shape)
 
-    def _keep_capacity(self) -> None:
+    def _keep_capacity(self, shape: Resources | None) -> None:
         """Replace a dead worker while tests are queued, up to the replacement limit."""
         if not self.scheduler.queued or self.scheduler.stopped:
             return
         if self._replacements < self.max_replacements:
             self._replacements += 1
             self.scheduler.add_worker()
-            self._start(1)
+            self._start([shape])
         elif not self._live():
             self._give_up(
                 f"not run: {self._replacements} replacement workers died too "

@@ -14,7 +14,7 @@ import sqlite3
 import time
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
@@ -33,11 +33,20 @@ CREATE TABLE IF NOT EXISTS durations (
 
 
 class StoreWarning(UserWarning):
-    """The duration store could not be used as it was; the run goes on."""
+    """The store file could not be used as it was; the run goes on."""
 
 
-class DurationStore:
-    """Reads and updates recorded test durations at ``path``."""
+class SqliteStore:
+    """One embedded SQLite file under ``.orchestrator/``, shared by the stores that use it.
+
+    Each subclass names its tables in ``schema`` (``CREATE ... IF NOT EXISTS`` statements, so
+    opening the file creates only what is missing) and says in ``consequence`` what a run
+    loses when the file has to be set aside.
+    """
+
+    schema = ""
+    what = "store"
+    consequence = ""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -49,11 +58,31 @@ class DurationStore:
             with contextlib.suppress(OSError):
                 gitignore.write_text("# created by orchestrator\n*\n")
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute(_SCHEMA)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.executescript(self.schema)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    def _set_aside(self, error: Exception) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction: committed, or rolled back on error."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def _set_aside(self, error: Exception, stacklevel: int = 3) -> None:
+        # stacklevel points the warning at the code that called the public method.
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         try:
             self.path.replace(aside)
@@ -62,11 +91,19 @@ class DurationStore:
             where = "left in place"
         warnings.warn(
             StoreWarning(
-                f"duration store {self.path} is unreadable ({error}); {where}, "
-                "starting a new one. Scheduling falls back to estimates for this run."
+                f"{self.what} {self.path} is unreadable ({error}); {where}, "
+                f"starting a new one. {self.consequence}"
             ),
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
+
+
+class DurationStore(SqliteStore):
+    """Reads and updates recorded test durations at ``path``."""
+
+    schema = _SCHEMA
+    what = "duration store"
+    consequence = "Scheduling falls back to estimates for this run."
 
     def load(self) -> dict[str, float]:
         """All recorded durations; an empty mapping when there is no usable store."""
@@ -101,9 +138,7 @@ class DurationStore:
 
     def _write(self, rows: list[tuple[str, float]], replace: bool) -> int:
         now = time.time()
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             if replace:
                 conn.executemany(
                     "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
@@ -119,13 +154,6 @@ class DurationStore:
                     " samples = samples + 1, updated = excluded.updated",
                     [(k, v, now) for k, v in rows],
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
         return len(rows)
 
 
@@ -186,6 +214,7 @@ def read_durations_file(path: Path) -> dict[str, float]:
 
 __all__ = [
     "DurationStore",
+    "SqliteStore",
     "StoreWarning",
     "junit_key",
     "read_durations_file",

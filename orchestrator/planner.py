@@ -22,6 +22,12 @@ class Plan:
     order: tuple[int, ...]
     #: How many tests had a recorded duration of their own.
     known: int
+    #: Each test's resource class (an index into the run's distinct needs); empty when
+    #: every test can run on every worker.
+    classes: tuple[int, ...] = ()
+
+    def class_of(self, index: int) -> int:
+        return self.classes[index] if self.classes else 0
 
     @property
     def total(self) -> float:
@@ -70,11 +76,15 @@ def estimate(nodeids: Sequence[str], history: Mapping[str, float]) -> tuple[list
     return [max(0.0, e) for e in estimates], len(known_values)
 
 
-def make_plan(nodeids: Sequence[str], history: Mapping[str, float]) -> Plan:
+def make_plan(
+    nodeids: Sequence[str], history: Mapping[str, float], classes: Sequence[int] = ()
+) -> Plan:
     """Plan a run: the same inputs always give the same plan."""
+    if classes and len(classes) != len(nodeids):
+        raise ValueError("one resource class per test, or none at all")
     estimates, known = estimate(nodeids, history)
     order = sorted(range(len(nodeids)), key=lambda i: (-estimates[i], i))
-    return Plan(tuple(nodeids), tuple(estimates), tuple(order), known)
+    return Plan(tuple(nodeids), tuple(estimates), tuple(order), known, tuple(classes))
 
 
 def auto_workers(plan: Plan, cpus: int, startup_seconds: float) -> int:

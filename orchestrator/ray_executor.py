@@ -37,6 +37,7 @@ class WorkerActor:
 
     def __init__(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
         child_env = dict(env)
+        child_env.update(init.get("env") or {})
         for name in RAY_ASSIGNED_VARS:
             if name in os.environ:
                 child_env[name] = os.environ[name]
@@ -186,7 +187,7 @@ class RayExecutor:
         remote_cls = ray.remote(WorkerActor)
         for init in inits:
             actor = remote_cls.options(
-                num_cpus=1, max_concurrency=1, scheduling_strategy="SPREAD"
+                max_concurrency=1, scheduling_strategy="SPREAD", **_actor_resources(init)
             ).remote(init, cwd, dict(env), sys.executable)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
@@ -205,8 +206,18 @@ class RayExecutor:
             if waiting and time.monotonic() > deadline:
                 raise ClusterError(
                     f"{len(waiting)} worker(s) were not placed within {ACTOR_START_TIMEOUT:.0f} s; "
-                    "the cluster may lack free CPUs: ask for fewer workers with --ray-workers"
+                    "the cluster may lack free CPUs (or the GPUs and resources your tests "
+                    "ask for): ask for fewer workers with --ray-workers"
                 )
+
+    def node_resources(self) -> list[dict[str, float]]:
+        """Total resources of each live node, in Ray's names (CPU, GPU, memory, ...)."""
+        nodes = self._ray.nodes()
+        return [
+            {k: float(v) for k, v in node.get("Resources", {}).items() if not k.startswith("node:")}
+            for node in nodes
+            if node.get("Alive")
+        ]
 
     def send(self, worker: str, commands: list[Message]) -> None:
         self._outbox.setdefault(worker, []).extend(commands)
@@ -265,6 +276,18 @@ class RayExecutor:
             self._ray.shutdown()
             self._started_here = False
         self._ray = None
+
+
+def _actor_resources(init: Message) -> dict[str, Any]:
+    """Ray actor options for a worker's resource shape (one CPU when it has none)."""
+    need = dict(init.get("resources") or {"CPU": 1.0})
+    options: dict[str, Any] = {"num_cpus": need.pop("CPU", 0.0), "num_gpus": need.pop("GPU", 0.0)}
+    memory = need.pop("memory", 0.0)
+    if memory:
+        options["memory"] = memory
+    if need:
+        options["resources"] = need
+    return options
 
 
 def _first_line(exc: BaseException) -> str:

@@ -4,6 +4,11 @@ Workers pull: a worker asks for work only when it has none left, and gets a batc
 taken from the head of the longest-first queue. Long tests travel alone; the short
 tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
 so that workers finish close together while dispatch round trips stay few.
+
+Tests that need particular resources (a GPU, more CPUs) form resource classes, each
+with its own longest-first queue. A worker serves the classes its shape can run, in
+its own order of preference (see :func:`orchestrator.resources.serves`); a worker
+nobody told about serves class 0 only, which is every test of a plain run.
 """
 
 from __future__ import annotations
@@ -37,7 +42,12 @@ class Scheduler:
             raise ValueError("a scheduler needs at least one worker")
         self.plan = plan
         self._workers = workers
-        self._queue: deque[int] = deque(plan.order)
+        #: Longest-first queue per resource class.
+        self._queues: dict[int, deque[int]] = {}
+        for index in plan.order:
+            self._queues.setdefault(plan.class_of(index), deque()).append(index)
+        #: The classes each worker serves, in its order of preference.
+        self._serves: dict[str, tuple[int, ...]] = {}
         #: Tests to run again, each with the workers it already failed on.
         self._retries: deque[int] = deque()
         self._queued_seconds = math.fsum(plan.estimates)
@@ -52,7 +62,26 @@ class Scheduler:
     # -- queries ---------------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return len(self._queue) + len(self._retries)
+        return sum(len(q) for q in self._queues.values()) + len(self._retries)
+
+    def serves(self, worker: str) -> tuple[int, ...]:
+        return self._serves.get(worker, (0,))
+
+    def set_serves(self, worker: str, classes: Iterable[int]) -> None:
+        """Declare the resource classes ``worker`` can run, most preferred first."""
+        self._serves[worker] = tuple(classes)
+
+    def has_work_for(self, worker: str, *, running_counts: bool) -> bool:
+        """Could ``worker`` still get a test: one queued in its classes or, when
+        ``running_counts`` (retries are on), one running that may fail and come back?"""
+        classes = set(self.serves(worker))
+        if any(self._queues.get(c) for c in classes):
+            return True
+        if any(self.plan.class_of(i) in classes for i in self._retries):
+            return True
+        return running_counts and any(
+            self.plan.class_of(i) in classes for pending in self._assigned.values() for i in pending
+        )
 
     @property
     def completed(self) -> int:
@@ -93,18 +122,19 @@ class Scheduler:
             self._queued_seconds -= self.plan.estimates[retry]
             self._assigned.setdefault(worker, deque()).append(retry)
             return [retry]
-        if not self._queue:
+        queue = next((q for c in self.serves(worker) if (q := self._queues.get(c))), None)
+        if queue is None:
             return []
         estimates = self.plan.estimates
         target = self._queued_seconds / (self._workers * CHUNKS_PER_WORKER)
         target = min(max(target, self._min_batch), self._cap)
-        batch = [self._queue.popleft()]
+        batch = [queue.popleft()]
         seconds = estimates[batch[0]]
-        while self._queue and len(batch) < self._max_tests:
-            nxt = estimates[self._queue[0]]
+        while queue and len(batch) < self._max_tests:
+            nxt = estimates[queue[0]]
             if seconds + nxt > target:
                 break
-            batch.append(self._queue.popleft())
+            batch.append(queue.popleft())
             seconds += nxt
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
@@ -112,9 +142,14 @@ class Scheduler:
 
     def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
         """A retry for ``worker``: one it has not failed on, else one no one else can take."""
+        classes = self.serves(worker)
         for position, index in enumerate(self._retries):
+            cls = self.plan.class_of(index)
+            if cls not in classes:
+                continue
             avoid = self._failed_on[index]
-            if worker not in avoid or not (set(available) - avoid - {worker}):
+            others = {w for w in available if cls in self.serves(w)} - avoid - {worker}
+            if worker not in avoid or not others:
                 del self._retries[position]
                 return index
         return None
@@ -150,20 +185,21 @@ class Scheduler:
             self._done.add(running)
         self.requeue(pending)
         self._workers = max(1, self._workers - 1)
+        self._serves.pop(worker, None)
         return running, list(pending)
 
     def requeue(self, indices: Iterable[int]) -> None:
         """Put tests back at the head of the queue, keeping their relative order."""
         items = list(indices)
         for index in reversed(items):
-            self._queue.appendleft(index)
+            self._queues.setdefault(self.plan.class_of(index), deque()).appendleft(index)
         self._queued_seconds += math.fsum(self.plan.estimates[i] for i in items)
 
     def stop(self) -> list[int]:
         """Stop handing out work (``-x``/``--maxfail``); return what will never run."""
         self.stopped = True
-        dropped = list(self._retries) + list(self._queue)
-        self._queue.clear()
+        dropped = list(self._retries) + [i for q in self._queues.values() for i in q]
+        self._queues.clear()
         self._retries.clear()
         self._queued_seconds = 0.0
         return dropped
@@ -178,4 +214,5 @@ class Scheduler:
         After a stop these are the tests a worker skipped; otherwise the list is empty.
         """
         self._workers = max(1, self._workers - 1)
+        self._serves.pop(worker, None)
         return list(self._assigned.pop(worker, ()))

@@ -84,6 +84,9 @@ class WorkerPlugin:
             "testrunuid": self.init.get("testrunuid", ""),
             "mainargv": list(self.init.get("args", [])),
         }
+        # Metric baselines from the controller's history store (see record_metric).
+        if "orchestrator_baselines" in self.init:
+            config.workerinput["orchestrator_baselines"] = self.init["orchestrator_baselines"]  # type: ignore[attr-defined]
         # The controller decides when a run stops; a worker runs what it is given.
         if self.init.get("basetemp"):
             config.option.basetemp = self.init["basetemp"]

@@ -21,8 +21,12 @@ def ray_address() -> Iterator[str]:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    # A declared GPU and a custom resource, so that placement by resources is tested on
+    # machines without GPUs (Ray trusts what a node declares).
     ray.init(
         num_cpus=4,
+        num_gpus=1,
+        resources={"fast_disk": 2},
         include_dashboard=False,
         object_store_memory=128 * 1024 * 1024,
         logging_level=logging.ERROR,

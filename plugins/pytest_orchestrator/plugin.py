@@ -18,7 +18,13 @@ from orchestrator.config import (
     parse_workers,
 )
 from orchestrator.errors import UsageError
+from orchestrator.kinds import marker_lines, parse_kinds
 from orchestrator.retry import compile_pattern
+from orchestrator.settings import load_settings
+from pytest_orchestrator.metrics import pytest_runtest_makereport, record_metric
+from pytest_orchestrator.pipelines import Pipelines, pipeline_paths
+
+__all__ = ["pytest_runtest_makereport", "record_metric"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,6 +83,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "report the test as failed; a test's timeout marker (pytest-timeout's) wins",
     )
     group.addoption(
+        "--kinds",
+        default=None,
+        metavar="KINDS",
+        help="run only these test kinds or pipelines, comma separated: unit, integration, "
+        "data_validation, model_performance; app (unit+integration), ml (the other two)",
+    )
+    group.addoption(
+        "--junit-pipelines",
+        default=None,
+        metavar="DIR|PATTERN",
+        help="besides --junitxml, write one JUnit file per pipeline: DIR/junit-app.xml and "
+        "DIR/junit-ml.xml, or a path containing {pipeline}",
+    )
+    group.addoption(
+        "--strict-resources",
+        action="store_true",
+        default=False,
+        help="with --ray, fail the run when a test needs resources no node of the cluster "
+        "has (default: skip such tests, naming the missing resource)",
+    )
+    group.addoption(
         "--ray-progress",
         action="store_true",
         default=False,
@@ -127,9 +154,40 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line(
             "markers", "timeout(seconds): with --ray, kill the test after this many seconds"
         )
-    if not config.getoption("ray", False) or hasattr(config, "workerinput"):
+    config.addinivalue_line(
+        "markers",
+        'resources(cpus=1, gpus=0, memory="8GiB", **custom): with --ray, run this test only '
+        "on a worker holding these Ray resources",
+    )
+    for line in marker_lines():
+        config.addinivalue_line("markers", line)
+    ray = bool(config.getoption("ray", False)) and not hasattr(config, "workerinput")
+    pipelines = _pipelines(config, ray)
+    if not ray:
         return
     options = _options(config)
+    assert pipelines is not None  # always registered for --ray
     from pytest_orchestrator.session import RaySession
 
-    config.pluginmanager.register(RaySession(config, options), "orchestrator-session")
+    session = RaySession(config, options, pipelines)
+    config.pluginmanager.register(session, "orchestrator-session")
+
+
+def _pipelines(config: pytest.Config, ray: bool) -> Pipelines | None:
+    """Register kind handling when the run asks for it (``--ray``, ``--kinds``, ...)."""
+    kinds_option = config.getoption("kinds", None)
+    pattern = config.getoption("junit_pipelines", None)
+    if not (ray or kinds_option or pattern):
+        return None
+    if pattern and not config.option.xmlpath:
+        raise pytest.UsageError(
+            "--junit-pipelines splits the JUnit report by pipeline: also give --junitxml PATH"
+        )
+    try:
+        selected = parse_kinds(kinds_option) if kinds_option else None
+        settings = load_settings(config.rootpath)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    pipelines = Pipelines(config, settings, selected, pipeline_paths(pattern))
+    config.pluginmanager.register(pipelines, "orchestrator-pipelines")
+    return pipelines

@@ -7,6 +7,7 @@ Reports arrive serialized from the workers and are replayed through pytest's own
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -28,11 +29,15 @@ from orchestrator.config import (
 )
 from orchestrator.controller import Controller, RunStats
 from orchestrator.durations import DurationStore
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
 from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
+from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
+from pytest_orchestrator.metrics import WORKERINPUT_KEY
+from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
 
 SLOWEST_SHOWN = 5
@@ -41,9 +46,10 @@ SLOWEST_SHOWN = 5
 class RaySession:
     """Registered as a plugin on the controller when ``--ray`` is given."""
 
-    def __init__(self, config: pytest.Config, options: RunOptions) -> None:
+    def __init__(self, config: pytest.Config, options: RunOptions, pipelines: Pipelines) -> None:
         self.config = config
         self.options = options
+        self.pipelines = pipelines
         self.items: list[pytest.Item] = []
         self.plan: Plan | None = None
         self.controller: Controller | None = None
@@ -57,6 +63,8 @@ class RaySession:
         self._finished = 0
         self._t0 = 0.0
         self._t_loop_end = 0.0
+        #: Tests skipped because no node could meet their needs, with the reason.
+        self.unplaced: dict[str, str] = {}
         self.terminal = Terminal(config)
 
     # -- the run ---------------------------------------------------------------------
@@ -90,7 +98,10 @@ class RaySession:
             history = store.load()
         for w in caught:
             self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
-        plan = self.plan = make_plan([item.nodeid for item in self.items], history)
+        needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
+        plan = make_plan([item.nodeid for item in self.items], history)
+        # An embedded cluster gets room for one worker of every distinct need at least.
+        room = math.ceil(sum(n.cpus for n in set(needs)))
         executor = RayExecutor(self.options.address)
         try:
             if self.options.address:
@@ -107,14 +118,30 @@ class RaySession:
             else:
                 cpus = available_cpus()
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
-                info = executor.connect(local_cpus=workers)
-            workers = min(workers, len(plan.nodeids))
+                info = executor.connect(local_cpus=max(workers, room))
+            distinct, shapes = self._place(needs, plan, executor.node_resources(), workers)
+            if self.unplaced:
+                self._skip_unplaced()
+            if not self.items:
+                return
+            classes = []
+            if shapes:
+                needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
+                classes = [distinct.index(n) for n in needs]
+            plan = make_plan([item.nodeid for item in self.items], history, classes)
+            workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
+            self.plan = plan
+            self.pipelines.baselines = self._baselines(plan)
             self.where, self.workers = info.description, workers
             self.terminal.line(
                 f"orchestrator: {len(plan.nodeids)} tests on {workers} worker(s), "
                 f"{info.description}; {plan.known} with recorded durations, "
                 f"estimated serial time {plan.total:.1f}s"
             )
+            for shape in sorted(set(shapes)):
+                if shape != DEFAULT:
+                    count = shapes.count(shape)
+                    self.terminal.line(f"orchestrator: {count} worker(s) with {shape.describe()}")
             env = dict(os.environ)
             env.update(thread_env(os.environ, available_cpus(), workers))
             self.controller = Controller(
@@ -128,6 +155,9 @@ class RaySession:
                 retry=self._retry_policy(),
                 timeout=self._timeout_of,
                 basetemp=self._basetemp(),
+                needs=distinct,
+                shapes=shapes,
+                init_extra={WORKERINPUT_KEY: self.pipelines.baselines},
             )
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
@@ -147,6 +177,85 @@ class RaySession:
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
         finally:
             executor.shutdown()
+
+    def _place(
+        self,
+        needs: list[Resources],
+        plan: Plan,
+        nodes: list[dict[str, float]],
+        workers: int,
+    ) -> tuple[list[Resources], list[Resources]]:
+        """Shape the workers from the tests' needs; note the tests nobody can run.
+
+        Returns the distinct needs (resource classes) and the worker shapes; no shapes
+        when every test is an ordinary one-CPU test (every worker runs every test).
+        """
+        work: dict[Resources, float] = defaultdict(float)
+        counts: dict[Resources, int] = defaultdict(int)
+        for index, need in enumerate(needs):
+            work[need] += plan.estimates[index]
+            counts[need] += 1
+        distinct = sorted(work, key=lambda n: (n != DEFAULT, n))
+        if distinct == [DEFAULT]:
+            reasons = {}
+            shapes: list[Resources] = []
+        else:
+            placed = shape_workers(work, counts, nodes, workers)
+            reasons = dict(placed.unplaced)
+            shapes = list(placed.shapes)
+        for need in distinct:
+            reason = missing(need, nodes)
+            if reason is not None:
+                reasons[need] = reason
+        for item, need in zip(self.items, needs, strict=True):
+            if need in reasons:
+                self.unplaced[item.nodeid] = f"needs {need.describe()}: {reasons[need]}"
+        if self.unplaced and self.config.getoption("strict_resources", False):
+            shown = "\n".join(f"  {n}: {r}" for n, r in list(self.unplaced.items())[:20])
+            raise UsageError(
+                f"{len(self.unplaced)} test(s) need resources this cluster cannot give "
+                f"(--strict-resources):\n{shown}\n"
+                "Run them on a cluster that has these resources, or drop --strict-resources "
+                "to skip them."
+            )
+        return [n for n in distinct if n not in reasons], shapes
+
+    def _skip_unplaced(self) -> None:
+        """Report the tests no worker can run as skipped, naming what is missing."""
+        hook = self.config.hook
+        keep = []
+        for item in self.items:
+            reason = self.unplaced.get(item.nodeid)
+            if reason is None:
+                keep.append(item)
+                continue
+            path, lineno, _ = item.location
+            common = _report_fields(item)
+            skipped = (path, (lineno or 0) + 1, f"Skipped: {reason}")
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            for report in (
+                pytest.TestReport(outcome="skipped", longrepr=skipped, when="setup", **common),
+                pytest.TestReport(outcome="passed", longrepr=None, when="teardown", **common),
+            ):
+                hook.pytest_runtest_logreport(report=report)
+            hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self.items = keep
+
+    def _baselines(self, plan: Plan) -> dict[str, dict[str, list[float]]]:
+        """Metric history of this run's tests, for ``record_metric`` on the workers."""
+        window = self.pipelines.settings.metrics.window
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return HistoryStore(self.options.store_path).metric_history(
+                    window, set(plan.nodeids)
+                )
+            except (OSError, OrchestratorError) as exc:
+                self.terminal.line(f"orchestrator: metric history unavailable: {exc}", yellow=True)
+                return {}
+            finally:
+                for w in caught:
+                    self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
 
     def _basetemp(self) -> str | None:
         """The run's temporary directory; each worker gets its own directory inside it."""
@@ -182,8 +291,13 @@ class RaySession:
         reports = [self._from_data(data) for data in attempt.reports]
         if attempt.lost is not None:
             reports.extend(self._lost_reports(index, attempt.lost, reports))
+        nodeid = self.items[index].nodeid
         if earlier:
             self._attempts[index] = len(earlier) + 1
+            if not attempt.failed:
+                self.pipelines.flaky.add(nodeid)
+        if attempt.worker:
+            self.pipelines.worker_of[nodeid] = attempt.worker
         for report in reports:
             if report.when == "teardown" and earlier:
                 self._record_earlier(report, attempt, earlier)
@@ -206,14 +320,7 @@ class RaySession:
         item = self.items[index]
         setup_seen = any(r.when == "setup" for r in received)
         when: Literal["setup", "teardown"] = "teardown" if setup_seen else "setup"
-        common: dict[str, Any] = {
-            "nodeid": item.nodeid,
-            "location": item.location,
-            "keywords": {name: 1 for name in item.keywords},
-            "sections": [],
-            "duration": 0.0,
-            "user_properties": [],
-        }
+        common = _report_fields(item)
         out = [pytest.TestReport(outcome="failed", longrepr=message, when=when, **common)]
         if when == "setup":
             out.append(
@@ -289,11 +396,48 @@ class RaySession:
         if self.durations:
             try:
                 DurationStore(self.options.store_path).record(self.durations)
+                self._record_history()
             except (OSError, OrchestratorError) as exc:
                 self.terminal.line(
                     f"orchestrator: could not save durations to {self.options.store_path}: {exc}",
                     yellow=True,
                 )
+
+    def _record_history(self) -> None:
+        """This run's outcomes and metrics, for trends, flake rates and metric baselines."""
+        pipelines = self.pipelines
+        attempts = {self.items[i].nodeid: n for i, n in self._attempts.items()}
+        results = [
+            TestResult(
+                nodeid=nodeid,
+                outcome=outcome,
+                duration=pipelines.seconds.get(nodeid, 0.0),
+                attempts=attempts.get(nodeid, 1),
+                flaky=nodeid in pipelines.flaky,
+                kind=pipelines.kind_of.get(nodeid, "unit"),
+                worker=pipelines.worker_of.get(nodeid),
+            )
+            for nodeid, outcome in pipelines.outcome.items()
+        ]
+        metrics = [
+            MetricRecord(
+                nodeid=nodeid,
+                name=str(m["name"]),
+                value=float(m["value"]),
+                higher_is_better=bool(m.get("higher_is_better", True)),
+                passed=pipelines.outcome.get(nodeid) == "passed",
+            )
+            for nodeid, recorded in pipelines.metrics.items()
+            for m in recorded
+        ]
+        HistoryStore(self.options.store_path).record_run(
+            results,
+            metrics,
+            commit=current_commit(self.config.rootpath),
+            started=self._t0,
+            wall=self._t_loop_end - self._t0,
+            workers=self.workers,
+        )
 
     def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
         if self.stats is None:
@@ -323,6 +467,18 @@ class RaySession:
             gave_up=self.stats.gave_up,
         ):
             terminalreporter.write_line(line)
+
+
+def _report_fields(item: pytest.Item) -> dict[str, Any]:
+    """The fields of a report the controller makes up itself (a skip, a lost test)."""
+    return {
+        "nodeid": item.nodeid,
+        "location": item.location,
+        "keywords": {name: 1 for name in item.keywords},
+        "sections": [],
+        "duration": 0.0,
+        "user_properties": [],
+    }
 
 
 def _warning_category(qualified: str) -> type[Warning]:

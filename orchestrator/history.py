@@ -1,0 +1,663 @@
+"""Run history: every run's outcomes, durations and metrics, in the duration store's file.
+
+The duration store keeps one moving average per test, which is all scheduling needs. Trends,
+flake rates and metric baselines need the runs themselves, so each run adds plain rows here,
+and the oldest runs are pruned so the file stays small. Sharing the SQLite file keeps one
+thing to ignore, cache in CI or delete.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+import re
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+from orchestrator.durations import SqliteStore
+from orchestrator.errors import OrchestratorError
+from orchestrator.metrics import fmt, median, sparkline
+from orchestrator.progress import format_duration
+
+#: Outcomes a test can have in a run, and the letter `orchestrator history TEST` shows for each.
+OUTCOME_LETTERS = {
+    "passed": ".",
+    "failed": "F",
+    "error": "E",
+    "skipped": "s",
+    "xfailed": "x",
+    "xpassed": "X",
+}
+FLAKY_LETTER = "f"
+FAILED_OUTCOMES = ("failed", "error")
+#: Passing values a metric's baseline is the median of, when shown by `orchestrator history`.
+BASELINE_WINDOW = 10
+#: Runs, candidates and values the history views show.
+RECENT_RUNS = 5
+MAX_CANDIDATES = 10
+LAST_VALUES = 5
+TREND_RUNS = 30
+
+# Tests and metric series are numbered once, so per-run rows hold integers, not test ids.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    revision TEXT,
+    wall REAL,
+    workers INTEGER,
+    tests INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tests (
+    id INTEGER PRIMARY KEY,
+    nodeid TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS results (
+    test_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    duration REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    worker TEXT,
+    PRIMARY KEY (test_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id);
+CREATE TABLE IF NOT EXISTS metric_series (
+    id INTEGER PRIMARY KEY,
+    test_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    UNIQUE (test_id, name)
+);
+CREATE TABLE IF NOT EXISTS metric_values (
+    series_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    value REAL NOT NULL,
+    passed INTEGER NOT NULL,
+    PRIMARY KEY (series_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metric_values_by_run ON metric_values (run_id);
+"""
+
+_INSERT_RESULT = """
+INSERT OR REPLACE INTO results (test_id, run_id, outcome, duration, attempts, flaky, kind, worker)
+SELECT id, ?, ?, ?, ?, ?, ?, ? FROM tests WHERE nodeid = ?
+"""
+_UPSERT_SERIES = """
+INSERT INTO metric_series (test_id, name, higher_is_better)
+SELECT id, ?, ? FROM tests WHERE nodeid = ?
+ON CONFLICT (test_id, name) DO UPDATE SET higher_is_better = excluded.higher_is_better
+"""
+_INSERT_VALUE = """
+INSERT OR REPLACE INTO metric_values (series_id, run_id, value, passed)
+SELECT s.id, ?, ?, ? FROM tests AS t JOIN metric_series AS s ON s.test_id = t.id
+WHERE t.nodeid = ? AND s.name = ?
+"""
+# Orphans once their last runs are pruned; NOT EXISTS seeks through the primary keys.
+_PRUNE_ORPHANS = """
+DELETE FROM metric_series WHERE NOT EXISTS
+    (SELECT 1 FROM metric_values AS v WHERE v.series_id = metric_series.id);
+DELETE FROM tests WHERE NOT EXISTS (SELECT 1 FROM results AS r WHERE r.test_id = tests.id)
+    AND NOT EXISTS (SELECT 1 FROM metric_series AS s WHERE s.test_id = tests.id);
+"""
+# The newest `?` passing values of each series: the subquery finds, per series, the run where
+# that window starts, and the primary key serves the values from there on.
+_METRIC_WINDOW = """
+SELECT t.nodeid, s.name, v.value
+FROM {tests} JOIN metric_series AS s ON s.test_id = t.id
+JOIN metric_values AS v ON v.series_id = s.id
+WHERE v.passed = 1 AND v.run_id >= coalesce((
+    SELECT q.run_id FROM metric_values AS q WHERE q.series_id = s.id AND q.passed = 1
+    ORDER BY q.run_id DESC LIMIT 1 OFFSET ?), 0)
+ORDER BY s.id, v.run_id
+"""
+_FLAKIEST = """
+SELECT t.nodeid, SUM(r.flaky) AS flaky_runs, SUM(r.outcome IN ('failed', 'error')) AS failed_runs,
+       COUNT(*) AS runs
+FROM tests AS t JOIN results AS r ON r.test_id = t.id
+GROUP BY t.id HAVING flaky_runs > 0 OR failed_runs > 0
+ORDER BY CAST(flaky_runs AS REAL) / runs DESC, CAST(failed_runs AS REAL) / runs DESC, t.nodeid
+LIMIT ?
+"""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """How one test ended in one run, as the history records it."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    outcome: str  # "passed" | "failed" | "error" | "skipped" | "xfailed" | "xpassed"
+    duration: float  # seconds, setup+call+teardown of the final attempt
+    attempts: int = 1
+    flaky: bool = False  # failed then passed on a retry
+    kind: str = "unit"
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """A number a test reported in one run."""
+
+    nodeid: str
+    name: str
+    value: float
+    higher_is_better: bool = True
+    passed: bool = True  # whether the test passed in that run (only passing runs form baselines)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One recorded run, for listings."""
+
+    id: int
+    started: float
+    commit: str | None
+    wall: float | None
+    workers: int | None
+    tests: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """One test in one run."""
+
+    __test__ = False  # not a pytest test class
+
+    run_id: int
+    outcome: str
+    duration: float
+    attempts: int
+    flaky: bool
+
+
+class MetricPoint(NamedTuple):
+    """One value of a test's metric, and whether the test passed in that run."""
+
+    run_id: int
+    value: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TestHistory:
+    """A test's recent runs and metrics, oldest first."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    runs: tuple[TestRun, ...] = ()
+    metrics: Mapping[str, tuple[MetricPoint, ...]] = field(default_factory=dict)
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def durations(self) -> list[float]:
+        return [r.duration for r in self.runs]
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [r.outcome for r in self.runs]
+
+    @property
+    def flaky_runs(self) -> int:
+        return sum(r.flaky for r in self.runs)
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(r.outcome in FAILED_OUTCOMES for r in self.runs)
+
+
+class SlowTest(NamedTuple):
+    """A test and its median duration over the runs that recorded it."""
+
+    nodeid: str
+    median_duration: float
+    runs: int
+
+
+class FlakyTest(NamedTuple):
+    """A test that was flaky or failed in some of the runs that recorded it."""
+
+    nodeid: str
+    flaky_runs: int
+    failed_runs: int
+    runs: int
+
+
+class HistoryStore(SqliteStore):
+    """Records runs into, and answers questions from, the history tables at ``path``."""
+
+    MAX_RUNS = 200  # older runs are pruned when a run is recorded
+
+    schema = _SCHEMA
+    what = "run history"
+    consequence = "Earlier runs and durations are forgotten; metric baselines start again."
+
+    # -- writing -----------------------------------------------------------------------
+    def record_run(
+        self,
+        results: Sequence[TestResult],
+        metrics: Sequence[MetricRecord] = (),
+        *,
+        commit: str | None = None,
+        started: float | None = None,
+        wall: float | None = None,
+        workers: int | None = None,
+    ) -> int:
+        """Add one run in one transaction, prune beyond :attr:`MAX_RUNS`; returns the run's id.
+
+        A test listed twice keeps its last entry; metric values that are not finite are left
+        out (they cannot be part of a baseline). A store that cannot be read is set aside and
+        the run goes into a new one; if even that fails, :class:`OrchestratorError` says why.
+        """
+        by_test = {r.nodeid: r for r in results}
+        for r in by_test.values():
+            if r.outcome not in OUTCOME_LETTERS:
+                raise ValueError(f"{r.nodeid}: unknown outcome {r.outcome!r}")
+        by_metric = {(m.nodeid, m.name): m for m in metrics if math.isfinite(m.value)}
+        failed = sum(r.outcome in FAILED_OUTCOMES for r in by_test.values())
+        run = _Run(
+            time.time() if started is None else started,
+            commit,
+            wall,
+            workers,
+            list(by_test.values()),
+            list(by_metric.values()),
+            failed,
+        )
+        try:
+            return self._write(run)
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+        try:
+            return self._write(run)
+        except sqlite3.DatabaseError as exc:
+            raise OrchestratorError(
+                f"could not record the run in {self.path} ({exc}); check that its directory "
+                "is writable, or point ORCHESTRATOR_STORE at another file"
+            ) from None
+
+    def _write(self, run: _Run) -> int:
+        with self._transaction() as conn:
+            run_id = conn.execute(
+                "INSERT INTO runs (started, revision, wall, workers, tests, failed)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run.started, run.commit, run.wall, run.workers, len(run.results), run.failed),
+            ).lastrowid
+            assert run_id is not None
+            nodeids = {r.nodeid for r in run.results} | {m.nodeid for m in run.metrics}
+            conn.executemany(
+                "INSERT OR IGNORE INTO tests (nodeid) VALUES (?)", ((n,) for n in nodeids)
+            )
+            conn.executemany(
+                _INSERT_RESULT,
+                (
+                    (
+                        run_id,
+                        r.outcome,
+                        _seconds(r.duration),
+                        r.attempts,
+                        int(r.flaky),
+                        r.kind,
+                        r.worker,
+                        r.nodeid,
+                    )
+                    for r in run.results
+                ),
+            )
+            conn.executemany(
+                _UPSERT_SERIES,
+                ((m.name, int(m.higher_is_better), m.nodeid) for m in run.metrics),
+            )
+            conn.executemany(
+                _INSERT_VALUE,
+                ((run_id, float(m.value), int(m.passed), m.nodeid, m.name) for m in run.metrics),
+            )
+            self._prune(conn)
+        return run_id
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        cutoff = conn.execute(
+            "SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", (self.MAX_RUNS,)
+        ).fetchone()
+        if cutoff is None:
+            return
+        conn.execute("DELETE FROM runs WHERE id <= ?", cutoff)
+        conn.execute("DELETE FROM results WHERE run_id <= ?", cutoff)
+        conn.execute("DELETE FROM metric_values WHERE run_id <= ?", cutoff)
+        for statement in _PRUNE_ORPHANS.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    # -- reading -----------------------------------------------------------------------
+    def _query(self, work: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        """Run ``work`` on the store; ``empty`` when there is none, or it is unreadable."""
+        if not self.path.exists():
+            return empty
+        try:
+            conn = self._connect()
+            try:
+                return work(conn)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc, stacklevel=4)
+            return empty
+
+    def metric_history(
+        self, window: int, nodeids: Collection[str] | None = None
+    ) -> dict[str, dict[str, list[float]]]:
+        """``{nodeid: {metric: [values oldest -> newest]}}`` from runs in which the test passed.
+
+        At most ``window`` newest values per metric; only ``nodeids`` when given. Never creates
+        a store.
+        """
+        if window < 1:
+            return {}
+
+        def work(conn: sqlite3.Connection) -> dict[str, dict[str, list[float]]]:
+            tests = "tests AS t"
+            if nodeids is not None:
+                # A temporary table rather than `IN (?, ...)`: 20,000 ids exceed SQLite's
+                # parameter limit, and the join looks each id up through the unique index.
+                conn.execute("CREATE TEMP TABLE wanted (nodeid TEXT PRIMARY KEY) WITHOUT ROWID")
+                conn.executemany(
+                    "INSERT OR IGNORE INTO temp.wanted VALUES (?)", ((n,) for n in nodeids)
+                )
+                tests = "temp.wanted AS w JOIN tests AS t ON t.nodeid = w.nodeid"
+            out: dict[str, dict[str, list[float]]] = {}
+            for nodeid, name, value in conn.execute(
+                _METRIC_WINDOW.format(tests=tests), (window - 1,)
+            ):
+                out.setdefault(nodeid, {}).setdefault(name, []).append(float(value))
+            return out
+
+        return self._query(work, {})
+
+    def metric_series(self) -> list[tuple[str, str]]:
+        """Every recorded ``(nodeid, metric)``, sorted."""
+        return self._query(
+            lambda conn: conn.execute(
+                "SELECT t.nodeid, s.name FROM tests AS t JOIN metric_series AS s"
+                " ON s.test_id = t.id ORDER BY t.nodeid, s.name"
+            ).fetchall(),
+            [],
+        )
+
+    def run_count(self) -> int:
+        """How many runs the store holds."""
+        return self._query(lambda conn: conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0], 0)
+
+    def runs(self, limit: int = 20) -> list[RunInfo]:
+        """The newest ``limit`` runs, newest first."""
+
+        def work(conn: sqlite3.Connection) -> list[RunInfo]:
+            rows = conn.execute(
+                "SELECT id, started, revision, wall, workers, tests, failed FROM runs"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            return [RunInfo(*row) for row in rows]
+
+        return self._query(work, [])
+
+    def test_history(self, nodeid: str, limit: int = 30) -> TestHistory:
+        """The test's last ``limit`` runs, with its metrics over those runs, oldest first."""
+
+        def work(conn: sqlite3.Connection) -> TestHistory:
+            rows = conn.execute(
+                "SELECT r.run_id, r.outcome, r.duration, r.attempts, r.flaky"
+                " FROM tests AS t JOIN results AS r ON r.test_id = t.id"
+                " WHERE t.nodeid = ? ORDER BY r.run_id DESC LIMIT ?",
+                (nodeid, limit),
+            ).fetchall()
+            runs = tuple(
+                TestRun(run_id, outcome, duration, attempts, bool(flaky))
+                for run_id, outcome, duration, attempts, flaky in reversed(rows)
+            )
+            if not runs:
+                return TestHistory(nodeid)
+            metrics: dict[str, list[MetricPoint]] = {}
+            higher: dict[str, bool] = {}
+            for name, better, run_id, value, passed in conn.execute(
+                "SELECT s.name, s.higher_is_better, v.run_id, v.value, v.passed"
+                " FROM tests AS t JOIN metric_series AS s ON s.test_id = t.id"
+                " JOIN metric_values AS v ON v.series_id = s.id"
+                " WHERE t.nodeid = ? AND v.run_id >= ? ORDER BY s.name, v.run_id",
+                (nodeid, runs[0].run_id),
+            ):
+                metrics.setdefault(name, []).append(MetricPoint(run_id, value, bool(passed)))
+                higher[name] = bool(better)
+            return TestHistory(nodeid, runs, {k: tuple(v) for k, v in metrics.items()}, higher)
+
+        return self._query(work, TestHistory(nodeid))
+
+    def find_tests(self, pattern: str) -> list[str]:
+        """``[pattern]`` when it is a recorded test id, else the ids containing it, sorted."""
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            recorded = "EXISTS (SELECT 1 FROM results AS r WHERE r.test_id = t.id)"
+            exact = conn.execute(
+                f"SELECT 1 FROM tests AS t WHERE t.nodeid = ? AND {recorded}", (pattern,)
+            )
+            if exact.fetchone() is not None:
+                return [pattern]
+            rows = conn.execute(
+                f"SELECT t.nodeid FROM tests AS t WHERE instr(t.nodeid, ?) > 0 AND {recorded}"
+                " ORDER BY t.nodeid",
+                (pattern,),
+            )
+            return [nodeid for (nodeid,) in rows]
+
+        return self._query(work, [])
+
+    def slowest(self, top: int) -> list[SlowTest]:
+        """The ``top`` tests by median duration over the recorded runs (skips left out)."""
+
+        def work(conn: sqlite3.Connection) -> list[SlowTest]:
+            # The median in Python: rows arrive grouped by test from the primary key, where
+            # SQL would sort every row of the table (seconds for 20,000 tests x 200 runs).
+            rows = conn.execute(
+                "SELECT t.nodeid, r.duration FROM tests AS t"
+                " JOIN results AS r ON r.test_id = t.id"
+                " WHERE r.outcome != 'skipped' ORDER BY t.id"
+            )
+            found = []
+            for nodeid, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                durations = [duration for _, duration in group]
+                found.append(SlowTest(nodeid, median(durations), len(durations)))
+            found.sort(key=lambda s: (-s.median_duration, s.nodeid))
+            return found[:top]
+
+        return self._query(work, [])
+
+    def flakiest(self, top: int) -> list[FlakyTest]:
+        """Tests with flaky or failed runs, the highest flake rate (then failure rate) first."""
+        return self._query(
+            lambda conn: [FlakyTest(*row) for row in conn.execute(_FLAKIEST, (top,))], []
+        )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What :meth:`HistoryStore.record_run` writes, checked and without duplicates."""
+
+    started: float
+    commit: str | None
+    wall: float | None
+    workers: int | None
+    results: list[TestResult]
+    metrics: list[MetricRecord]
+    failed: int
+
+
+def _seconds(duration: float) -> float:
+    # A clock oddity must not break the NOT NULL column (NaN is stored as NULL).
+    return duration if math.isfinite(duration) and duration >= 0 else 0.0
+
+
+def current_commit(root: Path) -> str | None:
+    """The commit checked out at ``root``; None when that cannot be told. Never raises."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=2.0,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    sha = done.stdout.strip()
+    if done.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}(?:[0-9a-f]{24})?", sha):
+        return None
+    return sha
+
+
+# -- what `orchestrator history [TEST]` prints -------------------------------------------
+def history_lines(
+    store: HistoryStore, test: str | None = None, *, top: int = 10, window: int = BASELINE_WINDOW
+) -> list[str]:
+    """The report of ``orchestrator history``: the whole suite, or the one test matching ``test``.
+
+    Raises :class:`OrchestratorError` when ``test`` matches no recorded test, or several.
+    """
+    count = store.run_count()
+    if count == 0:
+        return [
+            f"no runs recorded yet in {store.path}; `orchestrator run` (or pytest with the "
+            "orchestrator plugin) records each run"
+        ]
+    if test is None:
+        return _overview(store, count, top)
+    return _one_test(store, _resolve(store, test), window)
+
+
+def _resolve(store: HistoryStore, test: str) -> str:
+    matches = store.find_tests(test)
+    if not matches:
+        raise OrchestratorError(
+            f"no test matching {test!r} in {store.path}; run `orchestrator run` first to "
+            "record it, or check the test id (any part of it will do)"
+        )
+    if len(matches) > 1:
+        shown = "\n".join(f"  {m}" for m in matches[:MAX_CANDIDATES])
+        more = len(matches) - MAX_CANDIDATES
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise OrchestratorError(
+            f"{len(matches)} tests match {test!r}:\n{shown}{tail}\n"
+            "give a longer part of the test id to pick one"
+        )
+    return matches[0]
+
+
+def _overview(store: HistoryStore, count: int, top: int) -> list[str]:
+    lines = [f"{count} run(s) recorded in {store.path}", "last runs (newest first):"]
+    for run in store.runs(RECENT_RUNS):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started))
+        commit = run.commit[:8] if run.commit else "-"
+        wall = format_duration(run.wall) if run.wall is not None else "-"
+        workers = f"{run.workers} worker(s)" if run.workers is not None else "- workers"
+        lines.append(
+            f"  #{run.id:<4} {when}  {commit:<8}  wall {wall:>7}  {workers}  "
+            f"{run.tests} tests  {run.failed} failed"
+        )
+    slowest = store.slowest(top)
+    if slowest:
+        lines.append(f"slowest tests (median duration; trend over the last {TREND_RUNS} runs):")
+        for slow in slowest:
+            trend = sparkline(store.test_history(slow.nodeid, TREND_RUNS).durations)
+            lines.append(
+                f"  {format_duration(slow.median_duration):>7}  {trend:<{TREND_RUNS}}  "
+                f"{slow.nodeid}"
+            )
+    flakiest = store.flakiest(top)
+    if flakiest:
+        lines.append("flakiest tests:")
+        for flaky in flakiest:
+            lines.append(
+                f"  {flaky.flaky_runs}/{flaky.runs} runs flaky, {flaky.failed_runs} failed  "
+                f"{flaky.nodeid}"
+            )
+    else:
+        lines.append("no flaky or failing tests in the recorded runs")
+    series = store.metric_series()
+    if series:
+        shown = {nodeid for nodeid, _ in series[:top]}
+        recent = store.metric_history(TREND_RUNS, shown)
+        lines.append(f"metrics (latest value and trend over the last {TREND_RUNS} passing runs):")
+        for nodeid, name in series[:top]:
+            passing = recent.get(nodeid, {}).get(name, [])
+            latest = fmt(passing[-1]) if passing else "- (no passing run)"
+            lines.append(f"  {name} = {latest}  {sparkline(passing)}  {nodeid}")
+        if len(series) > top:
+            lines.append(
+                f"  ... and {len(series) - top} more; `orchestrator history TEST` shows one test"
+            )
+    return lines
+
+
+def _one_test(store: HistoryStore, nodeid: str, window: int) -> list[str]:
+    history = store.test_history(nodeid, TREND_RUNS)
+    n = len(history.runs)
+    if n == 0:
+        return [f"{nodeid}: no runs recorded yet in {store.path}"]
+    durations = history.durations
+    letters = "".join(
+        FLAKY_LETTER if r.flaky else OUTCOME_LETTERS.get(r.outcome, "?") for r in history.runs
+    )
+    lines = [
+        f"{nodeid}: last {n} run(s) in {store.path}",
+        f"  duration  {sparkline(durations)}  min {format_duration(min(durations))}  "
+        f"median {format_duration(median(durations))}  max {format_duration(max(durations))}  "
+        f"latest {format_duration(durations[-1])}",
+        f"  outcomes  {letters}  (oldest first: . passed  {FLAKY_LETTER} flaky  F failed  "
+        "E error  s skipped  x xfailed  X xpassed)",
+        f"  flaky in {history.flaky_runs}/{n} runs, failed in {history.failed_runs}/{n} runs",
+    ]
+    for name, points in sorted(history.metrics.items()):
+        values = [p.value for p in points]
+        passing = [p.value for p in points if p.passed][-window:]
+        better = "higher" if history.higher_is_better.get(name, True) else "lower"
+        latest = fmt(values[-1]) + ("" if points[-1].passed else " (test failed)")
+        baseline = (
+            f"{fmt(median(passing))} (median of the last {len(passing)} passing runs)"
+            if passing
+            else "none yet (no passing run)"
+        )
+        lines.append(f"  metric {name} ({better} is better)  {sparkline(values)}")
+        lines.append(
+            f"    latest {latest}  baseline {baseline}  "
+            f"last: {', '.join(fmt(v) for v in values[-LAST_VALUES:])}"
+        )
+    return lines
+
+
+__all__ = [
+    "FlakyTest",
+    "HistoryStore",
+    "MetricPoint",
+    "MetricRecord",
+    "RunInfo",
+    "SlowTest",
+    "TestHistory",
+    "TestResult",
+    "TestRun",
+    "current_commit",
+    "history_lines",
+]

@@ -1,0 +1,154 @@
+"""Regroup a pytest JUnit report into one ``<testsuite>`` per test kind.
+
+pytest writes one ``<testsuite>``; CI readers show suites as groups, so we rewrite the
+file as ``<testsuites>`` holding one suite per kind (``unit``, ``integration``,
+``data_validation``, ``model_performance``), in that order, with totals recomputed.
+Each suite's ``<properties>`` names its kind and pipeline, the worker that ran each test
+(``worker:<test id>``) and each recorded metric (``metric:<test id>:<name>``); the
+junit-10 schema has no properties inside ``<testcase>``, so these stay valid where
+pytest's ``record_property`` would not. Files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.kinds import DEFAULT_KIND, KINDS, PIPELINES, pipeline_of
+
+
+@dataclass
+class TestFacts:
+    """What the run knows about one test beyond pytest's report."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    nodeid: str
+    kind: str = DEFAULT_KIND
+    worker: str | None = None
+    metrics: Sequence[tuple[str, float]] = field(default_factory=tuple)
+
+
+def _counts(cases: Sequence[ET.Element]) -> dict[str, int]:
+    out = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
+    for case in cases:
+        tags = {child.tag for child in case}
+        out["failures"] += "failure" in tags
+        out["errors"] += "error" in tags
+        out["skipped"] += "skipped" in tags
+    return out
+
+
+def _suite(
+    name: str,
+    kind: str,
+    cases: list[ET.Element],
+    facts: Sequence[TestFacts],
+    template: ET.Element,
+    shared_props: Sequence[ET.Element],
+) -> ET.Element:
+    seconds = sum(float(c.get("time", "0") or 0) for c in cases)
+    attrs = {k: str(v) for k, v in _counts(cases).items()}
+    suite = ET.Element("testsuite", {"name": name, **attrs, "time": f"{seconds:.3f}"})
+    for key in ("timestamp", "hostname"):
+        if template.get(key):
+            suite.set(key, template.get(key, ""))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", {"name": "kind", "value": kind})
+    ET.SubElement(props, "property", {"name": "pipeline", "value": pipeline_of(kind)})
+    props.extend(shared_props)
+    for fact in facts:
+        if fact.worker:
+            ET.SubElement(
+                props, "property", {"name": f"worker:{fact.nodeid}", "value": fact.worker}
+            )
+        for metric, value in fact.metrics:
+            ET.SubElement(
+                props,
+                "property",
+                {"name": f"metric:{fact.nodeid}:{metric}", "value": repr(float(value))},
+            )
+    if not len(props):
+        suite.remove(props)
+    suite.extend(cases)
+    return suite
+
+
+def _write(root: ET.Element, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            ET.ElementTree(root).write(handle, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def regroup(
+    report: Path,
+    facts_of: Callable[[ET.Element], TestFacts | None],
+    *,
+    pipeline_files: Mapping[str, Path] | None = None,
+) -> list[Path]:
+    """Rewrite ``report`` with one suite per kind; also write ``pipeline_files``.
+
+    ``facts_of`` maps a ``<testcase>`` to what we know of its test (None: a unit test
+    we know nothing of, such as a collection error). Returns the pipeline files written
+    (a pipeline without tests gets no file).
+    """
+    root = ET.parse(report).getroot()
+    sources = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    template = sources[0] if sources else ET.Element("testsuite")
+    suite_name = template.get("name", "pytest")
+    shared = [p for s in sources for p in s.findall("properties/property")]
+    by_kind: dict[str, list[ET.Element]] = {}
+    facts_by_kind: dict[str, list[TestFacts]] = {}
+    for source in sources:
+        for case in source.findall("testcase"):
+            facts = facts_of(case)
+            kind = facts.kind if facts is not None else DEFAULT_KIND
+            by_kind.setdefault(kind, []).append(case)
+            if facts is not None:
+                facts_by_kind.setdefault(kind, []).append(facts)
+    wall = sum(float(s.get("time", "0") or 0) for s in sources)
+
+    def build(kinds: Sequence[str]) -> ET.Element:
+        suites = [
+            _suite(
+                kind if suite_name == "pytest" else f"{suite_name}.{kind}",
+                kind,
+                by_kind[kind],
+                facts_by_kind.get(kind, ()),
+                template,
+                shared,
+            )
+            for kind in kinds
+            if by_kind.get(kind)
+        ]
+        totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for suite in suites:
+            for key in totals:
+                totals[key] += int(suite.get(key, "0"))
+        # junit-10 allows no "skipped" on <testsuites>; each suite carries its own.
+        del totals["skipped"]
+        out = ET.Element(
+            "testsuites", {"name": suite_name, **{k: str(v) for k, v in totals.items()}}
+        )
+        out.set("time", f"{wall:.3f}")
+        out.extend(suites)
+        return out
+
+    written: list[Path] = []
+    for pipeline, path in (pipeline_files or {}).items():
+        kinds = PIPELINES[pipeline]
+        if any(by_kind.get(k) for k in kinds):
+            _write(build(kinds), path)
+            written.append(path)
+    _write(build(KINDS), report)
+    return written

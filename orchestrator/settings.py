@@ -1,0 +1,107 @@
+"""The project's own settings: the ``[tool.orchestrator]`` table of ``pyproject.toml``.
+
+Example::
+
+    [tool.orchestrator.kinds]            # path rules, first match wins
+    integration = ["tests/integration/**"]
+    data_validation = ["tests/data/**"]
+
+    [tool.orchestrator.resources]        # defaults per kind; a marker overrides them
+    model_performance = { cpus = 2, memory = "4GiB" }
+
+    [tool.orchestrator.metrics]          # drift detection for record_metric
+    window = 10
+    rel_tolerance = 0.05
+    on_drift = "fail"
+
+Every mistake is a usage error naming the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import UsageError
+from orchestrator.kinds import KINDS, KindRules
+from orchestrator.metrics import MetricPolicy
+from orchestrator.resources import DEFAULT, Resources
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pytest itself depends on tomli before 3.11
+    import tomli as tomllib
+
+_SECTIONS = ("kinds", "resources", "metrics")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kind_rules: KindRules = field(default_factory=KindRules)
+    #: Default needs of each kind's tests.
+    kind_resources: dict[str, Resources] = field(default_factory=dict)
+    metrics: MetricPolicy = field(default_factory=MetricPolicy)
+
+    def resources_of(self, kind: str) -> Resources:
+        return self.kind_resources.get(kind, DEFAULT)
+
+
+def settings_from_table(table: dict[str, Any], where: str) -> Settings:
+    for key in table:
+        if key not in _SECTIONS:
+            raise UsageError(
+                f"{where}: unknown key {key!r} under [tool.orchestrator]; "
+                f"the known tables are {', '.join(_SECTIONS)}"
+            )
+    kinds = _table(table, "kinds", where)
+    resources = _table(table, "resources", where)
+    kind_resources: dict[str, Resources] = {}
+    for kind, needs in resources.items():
+        if kind not in KINDS:
+            raise UsageError(
+                f"{where}: [tool.orchestrator.resources] has unknown kind {kind!r}; "
+                f"the kinds are {', '.join(KINDS)}"
+            )
+        if not isinstance(needs, dict):
+            raise UsageError(
+                f"{where}: [tool.orchestrator.resources] {kind} must be a table, "
+                f'for example {kind} = {{ cpus = 2, memory = "4GiB" }}'
+            )
+        kind_resources[kind] = Resources.from_mapping(
+            needs, f"{where}: [tool.orchestrator.resources] {kind}"
+        )
+    return Settings(
+        kind_rules=KindRules.from_mapping(kinds, f"{where}: [tool.orchestrator.kinds]"),
+        kind_resources=kind_resources,
+        metrics=MetricPolicy.from_mapping(
+            _table(table, "metrics", where), f"{where}: [tool.orchestrator.metrics]"
+        ),
+    )
+
+
+def _table(table: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: [tool.orchestrator] {key} must be a table")
+    return value
+
+
+def load_settings(root: Path) -> Settings:
+    """Settings from ``root/pyproject.toml``; defaults when it has none."""
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return Settings()
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise UsageError(f"{path}: [tool] must be a table")
+    table = tool.get("orchestrator", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [tool.orchestrator] must be a table")
+    return settings_from_table(table, str(path))
