@@ -1,145 +1,336 @@
-"""Run suites side by side: serial pytest, pytest-xdist and the orchestrator.
+"""Run suites side by side: serial pytest, pytest-xdist, pytest-split and the orchestrator.
 
-    python -m benchmarks.run --workers 2 --out benchmarks/results
+    python -m benchmarks.run --workers 2 [--suite NAME ...] [--runners KEY,KEY] [--quick]
 
-Prints a Markdown table and writes it, with the raw figures as JSON, to ``--out``.
+Prints a Markdown table per suite and writes it to ``--out``/latest.md, with the raw figures
+in latest.json and a bar chart in latest.png. Serial pytest always runs first: the lower
+bound, pytest-split's durations and the outcome comparison come from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import xml.etree.ElementTree as ET
+from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from benchmarks.suites import SUITES
+from benchmarks.cluster import WarmCluster
+from benchmarks.measure import (
+    Measurement,
+    differences,
+    durations_by_test,
+    outcomes,
+    run_concurrently,
+)
+from benchmarks.report import (
+    RunResult,
+    SuiteResult,
+    as_json,
+    chart,
+    markdown,
+    markdown_suite,
+    markdown_tail,
+)
+from benchmarks.runners import BY_KEY, RUNNERS, SERIAL, Context, Runner, Store, Target
+from benchmarks.targets import NAMES, make_target
 
-
-def _pytest(suite: Path, *args: str, junit: Path | None = None) -> tuple[float, int]:
-    cmd = [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider", *args]
-    if junit is not None:
-        cmd.append(f"--junitxml={junit}")
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=suite)
-    wall = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return wall, proc.returncode
-
-
-def _test_times(junit: Path) -> list[float]:
-    return [float(c.get("time", 0)) for c in ET.parse(junit).getroot().iter("testcase")]
-
-
-_CLUSTER = """
-import logging, os, sys
-import ray
-ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR,
-         log_to_driver=False)
-print(ray.get_runtime_context().gcs_address, flush=True)
-sys.stdin.read()
-ray.shutdown()
-"""
+QUICK_SCALE = 0.2
+_PROJECT = Path(__file__).resolve().parent.parent
+_PACKAGES = ("pytest", "pytest-xdist", "pytest-split", "ray", "scikit-learn")
 
 
-class WarmCluster:
-    """A Ray cluster kept running for the duration of a benchmark, like `ray start`."""
-
-    def __init__(self, cpus: int) -> None:
-        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CLUSTER, str(cpus)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        self.address = self.proc.stdout.readline().strip()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(60)
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def run_suite(name: str, workers: int, work_dir: Path) -> dict[str, object]:
-    suite = SUITES[name](work_dir / name)
-    store = work_dir / f"{name}-durations.db"
-    serial_junit = work_dir / f"{name}-serial.xml"
-    rows: dict[str, float] = {}
-    rows["serial pytest"], _ = _pytest(suite, junit=serial_junit)
-    times = _test_times(serial_junit)
-    total, longest = sum(times), max(times)
-    for dist in ("load", "worksteal"):
-        rows[f"xdist --dist {dist} -n {workers}"], _ = _pytest(
-            suite, "-n", str(workers), "--dist", dist
-        )
-    ray_args = ["--ray", "--ray-workers", str(workers), "--ray-durations", str(store)]
-    rows[f"orchestrator cold, {workers} workers"], _ = _pytest(suite, *ray_args)
-    rows[f"orchestrator warm, {workers} workers"], _ = _pytest(suite, *ray_args)
-    cluster = WarmCluster(workers)
-    try:
-        rows[f"orchestrator warm, {workers} workers, running cluster"], _ = _pytest(
-            suite, *ray_args, "--ray-address", cluster.address
-        )
-    finally:
-        cluster.close()
-    return {
-        "suite": name,
-        "workers": workers,
-        "tests": len(times),
-        "serial_test_seconds": total,
-        "longest_test_seconds": longest,
-        "lower_bound_seconds": max(total / workers, longest),
-        "wall_seconds": rows,
+def _warm_up(target: Target, timeout: float) -> None:
+    """Collect once, unmeasured, so no runner pays for compiling and rewriting the modules."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *target.args,
+            "-q",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=target.cwd,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
+    if runner.store is Store.FRESH:
+        shutil.rmtree(ctx.store.parent, ignore_errors=True)
+    ctx.store.parent.mkdir(parents=True, exist_ok=True)
+    if runner.store is not Store.WARM or ctx.store.exists():
+        return
+    # Warm without a cold run before it: start from the serial run's durations.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "durations",
+            "import",
+            str(ctx.split_durations),
+            "--store",
+            str(ctx.store),
+        ],
+        cwd=ctx.target.cwd,
+        capture_output=True,
+        timeout=timeout,
+        check=True,
+    )
+
+
+def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement, list[str]]:
+    _prepare_store(runner, ctx, timeout)
+    commands, junits = runner.commands(ctx)
+    measurement = run_concurrently(
+        commands,
+        cwd=ctx.target.cwd,
+        env=os.environ,
+        run_dir=ctx.run_dir,
+        junits=junits,
+        timeout=timeout,
+    )
+    return measurement, [shlex.join(c) for c in commands]
+
+
+def _median(runs: list[tuple[Measurement, list[str]]]) -> tuple[Measurement, list[str]]:
+    return sorted(runs, key=lambda r: r[0].wall)[(len(runs) - 1) // 2]
+
+
+def _run_runner(
+    runner: Runner, base: Context, repeat: int, timeout: float
+) -> tuple[RunResult, Measurement]:
+    runs = []
+    for i in range(repeat):
+        ctx = replace(base, run_dir=base.run_dir / f"{runner.key}-{i}")
+        runs.append(_measure(runner, ctx, timeout))
+    measurement, commands = _median(runs)
+    result = RunResult(
+        runner=runner.key,
+        label=runner.title(base.workers),
+        parallelism=base.workers if runner.parallel else 1,
+        commands=commands,
+        wall=measurement.wall,
+        startup=measurement.startup,
+        returncode=measurement.returncode,
+        walls=[m.wall for m, _ in runs],
+    )
+    if not measurement.ok or not measurement.junits:
+        result.error = f"exit code {measurement.returncode}"
+        result.log_tail = measurement.log_tail
+        _log(f"{result.label} failed ({result.error}); its output ends:\n{result.log_tail}")
+    return result, measurement
+
+
+def bench_suite(
+    name: str,
+    runners: list[Runner],
+    *,
+    workers: int,
+    scale: float,
+    repeat: int,
+    timeout: float,
+    work_dir: Path,
+) -> SuiteResult:
+    """Generate (or locate) one suite and run it with every runner, serial pytest first."""
+    target = make_target(name, work_dir / "suites", scale)
+    _warm_up(target, timeout)
+    base = Context(
+        target=target,
+        workers=workers,
+        run_dir=work_dir / "runs" / name,
+        split_durations=work_dir / "runs" / f"{name}.test_durations",
+        store=work_dir / "stores" / name / "durations.db",
+    )
+    serial, measurement = _run_runner(SERIAL, base, repeat, timeout)
+    _log(f"[{name}] {serial.label}: {serial.wall:.2f} s")
+    if serial.failed:
+        return SuiteResult(name, workers, 0, 0.0, 0.0, runs=[serial])
+    times = durations_by_test(measurement.junits)
+    expected = outcomes(measurement.junits)
+    suite = SuiteResult(
+        suite=name,
+        workers=workers,
+        tests=len(times),
+        total_test_seconds=sum(times.values()),
+        longest_test_seconds=max(times.values(), default=0.0),
+        runs=[serial],
+    )
+    for runner in runners:
+        if runner is SERIAL:
+            continue
+        if runner.cluster:
+            with WarmCluster(workers) as cluster:
+                ctx = replace(base, cluster_address=cluster.address)
+                result, measurement = _run_runner(runner, ctx, repeat, timeout)
+        else:
+            result, measurement = _run_runner(runner, base, repeat, timeout)
+        if not result.failed:
+            result.differences = differences(expected, outcomes(measurement.junits))
+        _log(f"[{name}] {result.label}: " + ("FAILED" if result.failed else f"{result.wall:.2f} s"))
+        suite.runs.append(result)
+    return suite
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: hardware, load, versions and the project's commit."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+    for package in _PACKAGES:
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    info["commit"] = _commit()
+    return info
 
 
-def markdown(result: dict[str, object]) -> str:
-    walls: dict[str, float] = result["wall_seconds"]  # type: ignore[assignment]
-    serial = walls["serial pytest"]
-    bound = float(result["lower_bound_seconds"])  # type: ignore[arg-type]
-    lines = [
-        f"**{result['suite']}**: {result['tests']} tests, "
-        f"{float(result['serial_test_seconds']):.1f} s of tests, "  # type: ignore[arg-type]
-        f"lower bound {bound:.1f} s with {result['workers']} workers",
-        "",
-        "| runner | wall (s) | vs serial | bound / wall |",
-        "|---|---:|---:|---:|",
-    ]
-    for runner, wall in walls.items():
-        lines.append(f"| {runner} | {wall:.2f} | {wall / serial:.2f} | {bound / wall:.2f} |")
-    return "\n".join(lines)
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args], cwd=_PROJECT, capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def _runner_list(text: str) -> list[Runner]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown runner(s) {', '.join(unknown)}; choose from {', '.join(BY_KEY)}"
+        )
+    return [r for r in RUNNERS if r.key in keys]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workers", type=int, default=2, help="W, workers per runner")
+    parser.add_argument(
+        "--suite",
+        choices=NAMES,
+        action="append",
+        help="a suite to run (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--runners",
+        type=_runner_list,
+        default=list(RUNNERS),
+        help=f"comma-separated runners (default: all): {','.join(BY_KEY)}",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smaller suites for a smoke run (scale {QUICK_SCALE}; one sklearn subpackage)",
+    )
+    parser.add_argument("--scale", type=float, default=None, help="suite size factor")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per runner; median wall")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results"), help="where results go"
+    )
+    return parser
+
+
+def _write(
+    out: Path, suites: list[SuiteResult], machine: dict[str, Any], command: str
+) -> str | None:
+    """Write latest.md, latest.json and latest.png; say why the chart is missing if it is."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(markdown(suites, machine, command))
+    (out / "latest.json").write_text(as_json(suites, machine, command) + "\n")
+    return chart(suites, out / "latest.png")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--suite", choices=sorted(SUITES), action="append")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser = _parser()
     args = parser.parse_args(argv)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    results = []
-    with tempfile.TemporaryDirectory(prefix="orchestrator-bench-") as tmp:
-        for name in args.suite or sorted(SUITES):
-            results.append(run_suite(name, args.workers, Path(tmp)))
-    text = "\n\n".join(markdown(r) for r in results) + f"\n\nMachine: {machine}\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.md").write_text(text)
-    (args.out / "latest.json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=2)
+    if args.workers < 1 or args.repeat < 1:
+        parser.error("--workers and --repeat must be at least 1")
+    scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
+    runners = [SERIAL, *(r for r in args.runners if r is not SERIAL)]
+    command = shlex.join(
+        ["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]
     )
-    shutil.rmtree(args.out / "tmp", ignore_errors=True)
-    return 0
+    machine = machine_info()
+    suites: list[SuiteResult] = []
+    why_not: str | None = None
+    with tempfile.TemporaryDirectory(prefix="orchestrator-bench-") as tmp:
+        for name in args.suite or NAMES:
+            suite = bench_suite(
+                name,
+                runners,
+                workers=args.workers,
+                scale=scale,
+                repeat=args.repeat,
+                timeout=args.timeout,
+                work_dir=Path(tmp),
+            )
+            suites.append(suite)
+            print(markdown_suite(suite) + "\n", flush=True)
+            # After every suite, so an interrupted run keeps what it measured.
+            why_not = _write(args.out, suites, machine, command)
+    print(markdown_tail(machine, command))
+    written = ["latest.md", "latest.json"] + ([] if why_not else ["latest.png"])
+    print(f"written to {args.out}: {', '.join(written)}")
+    if why_not:
+        print(why_not)
+    failed = any(run.failed for suite in suites for run in suite.runs)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ become one ``ERROR:`` line, unexpected ones keep their traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from orchestrator import __version__
 from orchestrator.config import (
+    available_cpus,
     default_store_path,
     find_project_root,
     parse_retries,
@@ -114,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("test", nargs="?", default=None, metavar="TEST")
     history.add_argument("--store", type=Path, default=None, metavar="PATH")
     history.add_argument("--top", type=int, default=10, metavar="N")
+
+    up = commands.add_parser(
+        "up",
+        help="keep a local Ray instance running for this project's runs",
+        description="Start a local Ray instance (loopback only, no dashboard) that later "
+        "runs in this project use instead of starting their own; saves Ray's start and "
+        "stop on every run. Stop it with `orchestrator down`.",
+    )
+    up.add_argument("--cpus", type=int, default=None, metavar="N", help="default: all")
+    up.add_argument("--gpus", type=int, default=None, metavar="N", help="default: detected")
+    up.add_argument(
+        "--resources",
+        default="{}",
+        metavar="JSON",
+        help="custom resources to declare, e.g. '{\"fast_disk\": 2}'",
+    )
+    commands.add_parser("down", help="stop the local Ray instance of `orchestrator up`")
     return parser
 
 
@@ -194,6 +213,43 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from orchestrator import local_cluster
+
+    cpus = args.cpus if args.cpus is not None else available_cpus()
+    if cpus < 1 or (args.gpus is not None and args.gpus < 0):
+        raise UsageError("--cpus must be at least 1 and --gpus at least 0")
+    try:
+        resources = json.loads(args.resources)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--resources is not JSON ({exc}); e.g. '{{\"fast_disk\": 2}}'") from None
+    if not isinstance(resources, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in resources.values()
+    ):
+        raise UsageError("--resources must be a JSON object of numbers, e.g. '{\"fast_disk\": 2}'")
+    root = find_project_root(Path.cwd())
+    before = local_cluster.read_record(root)
+    record = local_cluster.start(root, cpus, args.gpus, resources)
+    state = "already running" if before is not None else "started"
+    print(
+        f"local Ray instance {state} at {record.address} ({record.cpus} CPUs, "
+        f"{record.gpus} GPUs); runs in {root} use it until `orchestrator down`"
+    )
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from orchestrator import local_cluster
+
+    root = find_project_root(Path.cwd())
+    record = local_cluster.stop(root)
+    if record is None:
+        print(f"no local Ray instance of `orchestrator up` is running for {root}")
+    else:
+        print(f"stopped the local Ray instance at {record.address}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
@@ -204,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "history":
             return _history(args)
+        if args.command == "up":
+            return _up(args)
+        if args.command == "down":
+            return _down(args)
         if args.action == "import":
             return _import(args)
         return _show(args)

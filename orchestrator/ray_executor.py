@@ -278,6 +278,33 @@ class RayExecutor:
         self._ray = None
 
 
+def start_local_head(
+    cpus: int, gpus: int | None, resources: Mapping[str, float]
+) -> tuple[str, Any, int]:
+    """Start a Ray head on loopback (no dashboard) owned by this process.
+
+    Returns its address, the function that stops it, and its GPU count (``gpus=None``
+    lets Ray detect them).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    import ray
+
+    options: dict[str, Any] = {"num_cpus": cpus, "resources": dict(resources)}
+    if gpus is not None:
+        options["num_gpus"] = gpus
+    ray.init(
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        **options,
+    )
+    address = ray.get_runtime_context().gcs_address
+    detected = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+    return address, ray.shutdown, detected
+
+
 def _actor_resources(init: Message) -> dict[str, Any]:
     """Ray actor options for a worker's resource shape (one CPU when it has none)."""
     need = dict(init.get("resources") or {"CPU": 1.0})

@@ -5,6 +5,12 @@ taken from the head of the longest-first queue. Long tests travel alone; the sho
 tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
 so that workers finish close together while dispatch round trips stay few.
 
+Batches stay within one test file where they can, and a worker keeps to the file it
+is in while the queue holds plenty of work: pytest tears a module's fixtures down when
+the next test is in another file, so every switch can cost a model load or a database
+set-up again. Near the end of the queue, longest first wins over staying put (see
+:data:`SLACK`), so the makespan bound of longest-first scheduling still holds.
+
 Tests that need particular resources (a GPU, more CPUs) form resource classes, each
 with its own longest-first queue. A worker serves the classes its shape can run, in
 its own order of preference (see :func:`orchestrator.resources.serves`); a worker
@@ -25,6 +31,37 @@ CHUNKS_PER_WORKER = 3
 MIN_BATCH_SECONDS = 0.1
 #: Upper bound on tests in one batch, so reports keep flowing.
 MAX_BATCH_TESTS = 256
+#: A worker stays in its test file while the queued work exceeds this many times
+#: (workers x the longest queued test); below that, the longest test goes first.
+SLACK = 2.0
+
+
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+class _Queue:
+    """One resource class's queued tests, longest first overall and per file.
+
+    Entries carry a generation: taking a test or queueing it again makes the entries
+    elsewhere stale, and stale entries are dropped when they reach a head.
+    """
+
+    def __init__(self) -> None:
+        self.main: deque[tuple[int, int]] = deque()
+        self.by_file: dict[int, deque[tuple[int, int]]] = {}
+        self.count = 0
+
+    def add(self, index: int, gen: int, file: int, *, front: bool = False) -> None:
+        entry = (index, gen)
+        per_file = self.by_file.setdefault(file, deque())
+        if front:
+            self.main.appendleft(entry)
+            per_file.appendleft(entry)
+        else:
+            self.main.append(entry)
+            per_file.append(entry)
+        self.count += 1
 
 
 class Scheduler:
@@ -37,15 +74,24 @@ class Scheduler:
         *,
         min_batch_seconds: float = MIN_BATCH_SECONDS,
         max_batch_tests: int = MAX_BATCH_TESTS,
+        stay_in_file: bool = True,
     ) -> None:
         if workers < 1:
             raise ValueError("a scheduler needs at least one worker")
         self.plan = plan
         self._workers = workers
+        files: dict[str, int] = {}
+        #: Each test's file, as a small number.
+        self._file = [files.setdefault(file_of(n), len(files)) for n in plan.nodeids]
+        #: Each test's queue generation, and whether it is queued now.
+        self._gen = [0] * len(plan.nodeids)
+        self._queued = [False] * len(plan.nodeids)
         #: Longest-first queue per resource class.
-        self._queues: dict[int, deque[int]] = {}
+        self._queues: dict[int, _Queue] = {}
         for index in plan.order:
-            self._queues.setdefault(plan.class_of(index), deque()).append(index)
+            self._enqueue(index)
+        #: The file of the last test each worker was given.
+        self._file_at: dict[str, int] = {}
         #: The classes each worker serves, in its order of preference.
         self._serves: dict[str, tuple[int, ...]] = {}
         #: Tests to run again, each with the workers it already failed on.
@@ -57,12 +103,13 @@ class Scheduler:
         self._min_batch = min_batch_seconds
         self._max_tests = max(1, max_batch_tests)
         self._cap = max(plan.longest, min_batch_seconds)
+        self._stay = stay_in_file
         self.stopped = False
 
     # -- queries ---------------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._queues.values()) + len(self._retries)
+        return sum(q.count for q in self._queues.values()) + len(self._retries)
 
     def serves(self, worker: str) -> tuple[int, ...]:
         return self._serves.get(worker, (0,))
@@ -75,7 +122,7 @@ class Scheduler:
         """Could ``worker`` still get a test: one queued in its classes or, when
         ``running_counts`` (retries are on), one running that may fail and come back?"""
         classes = set(self.serves(worker))
-        if any(self._queues.get(c) for c in classes):
+        if any(self._queues[c].count for c in classes if c in self._queues):
             return True
         if any(self.plan.class_of(i) in classes for i in self._retries):
             return True
@@ -122,23 +169,83 @@ class Scheduler:
             self._queued_seconds -= self.plan.estimates[retry]
             self._assigned.setdefault(worker, deque()).append(retry)
             return [retry]
-        queue = next((q for c in self.serves(worker) if (q := self._queues.get(c))), None)
+        queue = next(
+            (q for c in self.serves(worker) if (q := self._queues.get(c)) and q.count), None
+        )
         if queue is None:
             return []
         estimates = self.plan.estimates
         target = self._queued_seconds / (self._workers * CHUNKS_PER_WORKER)
         target = min(max(target, self._min_batch), self._cap)
-        batch = [queue.popleft()]
-        seconds = estimates[batch[0]]
-        while queue and len(batch) < self._max_tests:
-            nxt = estimates[queue[0]]
-            if seconds + nxt > target:
+        head = self._peek(queue.main)
+        assert head is not None
+        first = head
+        if self._stay and self._queued_seconds > SLACK * self._workers * estimates[head]:
+            first = self._stay_or_spread(worker, queue, head)
+        batch = [first]
+        seconds = estimates[first]
+        self._take(queue, first)
+        file = self._file[first]
+        while len(batch) < self._max_tests:
+            nxt = self._peek(queue.by_file[file]) if self._stay else self._peek(queue.main)
+            if nxt is None:  # this file is done: carry on with the longest queued test
+                nxt = self._peek(queue.main)
+                if nxt is None:
+                    break
+            if seconds + estimates[nxt] > target:
                 break
-            batch.append(queue.popleft())
-            seconds += nxt
+            self._take(queue, nxt)
+            batch.append(nxt)
+            seconds += estimates[nxt]
+            file = self._file[nxt]
+        self._file_at[worker] = file
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
+
+    def _stay_or_spread(self, worker: str, queue: _Queue, head: int) -> int:
+        """With work to spare: the worker's own file, else the longest test of a file no
+        other worker is in, else the longest test."""
+        here = self._file_at.get(worker)
+        if here is not None and here in queue.by_file:
+            same = self._peek(queue.by_file[here])
+            if same is not None:
+                return same
+        taken = {f for w, f in self._file_at.items() if w != worker}
+        if self._file[head] not in taken:
+            return head
+        best = None
+        for file, entries in queue.by_file.items():
+            if file in taken:
+                continue
+            candidate = self._peek(entries)
+            if candidate is not None and (best is None or self._before(candidate, best)):
+                best = candidate
+        return head if best is None else best
+
+    def _before(self, a: int, b: int) -> bool:
+        """Whether test ``a`` comes before ``b`` in the longest-first order."""
+        estimates = self.plan.estimates
+        return (-estimates[a], a) < (-estimates[b], b)
+
+    def _enqueue(self, index: int, *, front: bool = False) -> None:
+        self._gen[index] += 1
+        self._queued[index] = True
+        queue = self._queues.setdefault(self.plan.class_of(index), _Queue())
+        queue.add(index, self._gen[index], self._file[index], front=front)
+
+    def _peek(self, entries: deque[tuple[int, int]]) -> int | None:
+        """The first live test of ``entries`` (dropping stale entries on the way)."""
+        while entries:
+            index, gen = entries[0]
+            if self._queued[index] and self._gen[index] == gen:
+                return index
+            entries.popleft()
+        return None
+
+    def _take(self, queue: _Queue, index: int) -> None:
+        self._queued[index] = False
+        queue.count -= 1
 
     def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
         """A retry for ``worker``: one it has not failed on, else one no one else can take."""
@@ -186,20 +293,23 @@ class Scheduler:
         self.requeue(pending)
         self._workers = max(1, self._workers - 1)
         self._serves.pop(worker, None)
+        self._file_at.pop(worker, None)
         return running, list(pending)
 
     def requeue(self, indices: Iterable[int]) -> None:
         """Put tests back at the head of the queue, keeping their relative order."""
         items = list(indices)
         for index in reversed(items):
-            self._queues.setdefault(self.plan.class_of(index), deque()).appendleft(index)
+            self._enqueue(index, front=True)
         self._queued_seconds += math.fsum(self.plan.estimates[i] for i in items)
 
     def stop(self) -> list[int]:
         """Stop handing out work (``-x``/``--maxfail``); return what will never run."""
         self.stopped = True
-        dropped = list(self._retries) + [i for q in self._queues.values() for i in q]
+        queued = [i for q in self._queues.values() for i, gen in q.main if self._gen[i] == gen]
+        dropped = list(self._retries) + [i for i in queued if self._queued[i]]
         self._queues.clear()
+        self._queued = [False] * len(self._queued)
         self._retries.clear()
         self._queued_seconds = 0.0
         return dropped
@@ -215,4 +325,5 @@ class Scheduler:
         """
         self._workers = max(1, self._workers - 1)
         self._serves.pop(worker, None)
+        self._file_at.pop(worker, None)
         return list(self._assigned.pop(worker, ()))

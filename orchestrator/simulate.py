@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.planner import Plan
-from orchestrator.scheduler import Scheduler
+from orchestrator.scheduler import Scheduler, file_of
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Simulation:
     dispatches: int
     #: Test indices in the order they started, per worker.
     runs: tuple[tuple[int, ...], ...]
+    #: Module set-ups paid: a worker starting a test of another file than its last one.
+    setups: int = 0
 
     @property
     def efficiency(self) -> float:
@@ -38,12 +40,18 @@ def simulate(
     actual: Sequence[float] | None = None,
     latency: float = 0.0,
     scheduler: Scheduler | None = None,
+    setup_cost: Mapping[str, float] | None = None,
 ) -> Simulation:
     """Run ``plan`` on ``workers`` simulated workers.
 
     ``actual`` holds the true durations (default: the plan's estimates); ``latency`` is
-    the round trip from a worker asking for work to the work arriving.
+    the round trip from a worker asking for work to the work arriving; ``setup_cost``
+    gives a file's module fixture cost, paid each time a worker enters that file (pytest
+    tears module fixtures down when the next test is in another file).
     """
+    costs = setup_cost or {}
+    last_file: dict[int, str] = {}
+    setups = 0
     durations = list(plan.estimates if actual is None else actual)
     sched = scheduler or Scheduler(plan, workers)
     names = [f"w{i}" for i in range(workers)]
@@ -62,9 +70,15 @@ def simulate(
         dispatches += 1
         t = now + latency
         for index in batch:
+            file = file_of(plan.nodeids[index])
+            if last_file.get(w) != file:
+                last_file[w] = file
+                setups += 1
+                t += costs.get(file, 0.0)
+                busy[w] += costs.get(file, 0.0)
             t += durations[index]
             busy[w] += durations[index]
             runs[w].append(index)
             sched.finished(names[w], index)
         heapq.heappush(ready, (t, w))
-    return Simulation(makespan, tuple(busy), dispatches, tuple(tuple(r) for r in runs))
+    return Simulation(makespan, tuple(busy), dispatches, tuple(tuple(r) for r in runs), setups)

@@ -162,3 +162,30 @@ def test_every_test_gets_one_verdict_with_retries(
             break
     assert sorted(verdicts) == list(range(len(fails)))
     assert all(a == (retries + 1 if f else 1) for a, f in zip(attempts, fails, strict=True))
+
+
+def _fixture_heavy_plan(files: int, tests_per_file: int, seconds: float):
+    nodeids = [f"tests/test_f{f}.py::test_{t}" for f in range(files) for t in range(tests_per_file)]
+    return make_plan(nodeids, dict.fromkeys(nodeids, seconds))
+
+
+def test_workers_stay_in_their_file_while_work_is_plentiful() -> None:
+    # Eight files of 30 tests, each file with a 1 s module fixture: switching files costs.
+    plan = _fixture_heavy_plan(8, 30, 0.05)
+    costs = {f"tests/test_f{f}.py": 1.0 for f in range(8)}
+    staying = simulate(plan, 2, setup_cost=costs)
+    hopping = simulate(plan, 2, setup_cost=costs, scheduler=Scheduler(plan, 2, stay_in_file=False))
+    assert staying.setups <= 8 + 2  # each file entered about once, plus the final split
+    assert staying.setups < hopping.setups
+    assert staying.makespan < hopping.makespan
+
+
+@given(durations_st, st.integers(min_value=1, max_value=16))
+def test_staying_in_a_file_keeps_the_greedy_bound(durations: list[float], workers: int) -> None:
+    plan = _plan(durations)  # seven files, tests interleaved across them
+    sched = Scheduler(plan, workers, min_batch_seconds=0.0)
+    sim = simulate(plan, workers, scheduler=sched)
+    bound = math.fsum(durations) / workers + max(durations, default=0.0)
+    assert sim.makespan <= bound * (1 + 1e-9) + 1e-9
+    ran = sorted(i for run in sim.runs for i in run)
+    assert ran == list(range(len(durations)))

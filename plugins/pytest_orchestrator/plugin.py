@@ -46,8 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--ray-address",
         default=None,
         metavar="HOST:PORT",
-        help="use the existing Ray cluster at this address (default: $RAY_ADDRESS, else start "
-        "a local instance for this run)",
+        help="use the existing Ray cluster at this address (default: $RAY_ADDRESS, else the "
+        "instance of `orchestrator up`, else start a local instance for this run)",
     )
     group.addoption(
         "--ray-durations",
@@ -131,6 +131,11 @@ def _options(config: pytest.Config) -> RunOptions:
             "rerun the failing test without --ray to debug it"
         )
     address = config.getoption("ray_address") or os.environ.get("RAY_ADDRESS") or None
+    if address is None:  # a local instance kept warm by `orchestrator up`
+        from orchestrator.local_cluster import read_record
+
+        record = read_record(config.rootpath)
+        address = record.address if record is not None else None
     store = config.getoption("ray_durations")
     store_path = Path(store) if store else default_store_path(config.rootpath)
     return RunOptions(

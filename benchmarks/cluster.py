@@ -1,0 +1,63 @@
+"""A Ray cluster kept running across a benchmark run, as ``ray start`` would keep one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from types import TracebackType
+
+_CLUSTER = """
+import logging, os, sys
+import ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR,
+         log_to_driver=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+class WarmCluster:
+    """A Ray cluster kept running for the duration of a benchmark, like `ray start`.
+
+    Ready when the constructor returns; ``close`` (or leaving the ``with`` block) stops it.
+    """
+
+    def __init__(self, cpus: int, env: Mapping[str, str] | None = None) -> None:
+        full_env = dict(env if env is not None else os.environ)
+        full_env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CLUSTER, str(cpus)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            self.close()
+            raise RuntimeError(f"the Ray cluster did not start (exit code {self.proc.returncode})")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> WarmCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

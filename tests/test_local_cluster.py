@@ -1,0 +1,74 @@
+"""`orchestrator up` / `down`: a local Ray instance kept warm between runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.local_cluster import ClusterRecord, read_record, state_path
+
+
+def _orchestrator(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_stale_record_is_ignored_and_removed(tmp_path: Path) -> None:
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    record = ClusterRecord("127.0.0.1:1", int(dead.stdout), 2, 0, 0.0)
+    path.write_text(json.dumps(record.__dict__))
+    assert read_record(tmp_path) is None
+    assert not path.exists()
+    path.write_text("{not json")
+    assert read_record(tmp_path) is None
+    assert not path.exists()
+
+
+def test_up_run_down(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (tmp_path / "test_a.py").write_text("def test_a():\n    pass\n")
+    up = _orchestrator(tmp_path, "up", "--cpus", "1")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        record = read_record(tmp_path)
+        assert record is not None and record.cpus == 1
+        assert f"started at {record.address}" in up.stdout
+        again = _orchestrator(tmp_path, "up")
+        assert f"already running at {record.address}" in again.stdout
+        run = _orchestrator(tmp_path, "run", "-p", "no:cacheprovider")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"the Ray cluster at {record.address}" in run.stdout
+        assert read_record(tmp_path) is not None  # the run left it running
+    finally:
+        down = _orchestrator(tmp_path, "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped the local Ray instance" in down.stdout
+    assert read_record(tmp_path) is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(record.pid, 0)
+    assert "no local Ray instance" in _orchestrator(tmp_path, "down").stdout
+
+
+def test_up_rejects_bad_resources(tmp_path: Path) -> None:
+    bad = _orchestrator(tmp_path, "up", "--resources", "[1, 2]")
+    assert bad.returncode == 4
+    assert "--resources must be a JSON object" in bad.stderr
