@@ -200,7 +200,7 @@ def chart(suites: list[SuiteResult], path: Path) -> str | None:
         ax.set_title(f"{suite.suite}: {suite.tests} tests, {suite.workers} workers", fontsize=10)
         ax.set_xlabel("seconds")
         ax.tick_params(axis="y", labelsize=8)
-    axes[0, 0].legend(loc="lower right", fontsize=8)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

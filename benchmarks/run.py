@@ -10,6 +10,7 @@ bound, pytest-split's durations and the outcome comparison come from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shlex
@@ -99,10 +100,12 @@ def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
 def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement, list[str]]:
     _prepare_store(runner, ctx, timeout)
     commands, junits = runner.commands(ctx)
+    # The embedded-cluster runs must start their own Ray, whatever the caller's shell says.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     measurement = run_concurrently(
         commands,
         cwd=ctx.target.cwd,
-        env=os.environ,
+        env=env,
         run_dir=ctx.run_dir,
         junits=junits,
         timeout=timeout,
@@ -283,6 +286,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="where results go"
     )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the generated suites, reports and logs here (default: a temporary directory)",
+    )
     return parser
 
 
@@ -309,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     suites: list[SuiteResult] = []
     why_not: str | None = None
-    with tempfile.TemporaryDirectory(prefix="orchestrator-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        else:
+            shutil.rmtree(args.work_dir, ignore_errors=True)
+            work_dir = args.work_dir.resolve()
         for name in args.suite or NAMES:
             suite = bench_suite(
                 name,
@@ -318,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 scale=scale,
                 repeat=args.repeat,
                 timeout=args.timeout,
-                work_dir=Path(tmp),
+                work_dir=work_dir,
             )
             suites.append(suite)
             print(markdown_suite(suite) + "\n", flush=True)

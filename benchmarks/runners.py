@@ -72,9 +72,13 @@ class Runner:
         return commands, junits
 
 
+# Paths go in ``--option=value`` form: pytest takes any separate argument naming an existing
+# path into account when it picks the rootdir, which would change every test's node id.
+
+
 def _serial(ctx: Context) -> list[list[str]]:
     # pytest-split's durations come from this run; storing them costs a loop over the reports.
-    return [["--store-durations", "--durations-path", str(ctx.split_durations)]]
+    return [["--store-durations", f"--durations-path={ctx.split_durations}"]]
 
 
 def _xdist(dist: str) -> Callable[[Context], list[list[str]]]:
@@ -90,15 +94,14 @@ def _split(ctx: Context) -> list[list[str]]:
             str(group),
             "--splitting-algorithm",
             "least_duration",
-            "--durations-path",
-            str(ctx.split_durations),
+            f"--durations-path={ctx.split_durations}",
         ]
         for group in range(1, ctx.workers + 1)
     ]
 
 
 def _orchestrator(ctx: Context) -> list[list[str]]:
-    args = ["--ray", "--ray-workers", str(ctx.workers), "--ray-durations", str(ctx.store)]
+    args = ["--ray", "--ray-workers", str(ctx.workers), f"--ray-durations={ctx.store}"]
     if ctx.cluster_address is not None:
         args += ["--ray-address", ctx.cluster_address]
     return [args]

@@ -151,11 +151,13 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         parse_kinds(args.kinds)
     import pytest
 
-    argv = ["--ray", "--ray-workers", args.workers]
+    # "--option=value": pytest picks its rootdir from arguments that name existing paths,
+    # and a separate value (a duration store, a report directory) would count as one.
+    argv = ["--ray", f"--ray-workers={args.workers}"]
     if args.address:
-        argv += ["--ray-address", args.address]
+        argv.append(f"--ray-address={args.address}")
     if args.durations_store:
-        argv += ["--ray-durations", args.durations_store]
+        argv.append(f"--ray-durations={args.durations_store}")
     for value, option in (
         (args.retries, "--ray-retries"),
         (args.retry_only, "--ray-retry-only"),
@@ -164,7 +166,7 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.junit_pipelines, "--junit-pipelines"),
     ):
         if value is not None:
-            argv += [option, value]
+            argv.append(f"{option}={value}")
     if args.fail_on_flaky:
         argv.append("--ray-fail-on-flaky")
     if args.strict_resources:

@@ -12,6 +12,7 @@ import enum
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -116,6 +117,8 @@ class Controller:
         self._killing: dict[str, tuple[int, float]] = {}
         #: Each worker's resource shape (None: an ordinary worker of a plain run).
         self._shape_of: dict[str, Resources | None] = {}
+        #: Tests that ended since the last replay (the listener gets them in a batch).
+        self._finals: deque[tuple[int, Attempt, Sequence[Attempt]]] = deque()
 
     # -- workers ---------------------------------------------------------------------
     def _init(self, worker: str, shape: Resources | None) -> Message:
@@ -162,6 +165,13 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> RunStats:
+        try:
+            self._loop()
+        finally:  # also on Ctrl-C: every test that ended reaches the listener
+            self._replay()
+        return self.stats
+
+    def _loop(self) -> None:
         self._start(self.shapes[: max(1, len(self.plan.nodeids))])
         while self._live():
             for worker, result in self.executor.poll(POLL_SECONDS):
@@ -177,6 +187,9 @@ class Controller:
             for worker in list(self._parked):
                 if self.states.get(worker) is State.READY:
                     self._serve(worker)
+            # Workers waiting for work get it before the controller replays reports.
+            self.executor.dispatch()
+            self._replay()
             self._enforce_timeouts()
             if not self.scheduler.stopped and self.listener.should_stop():
                 self._stop()
@@ -186,7 +199,6 @@ class Controller:
                 "not run: every worker able to run this test was lost and the replacement "
                 "limit was reached; see the errors above"
             )
-        return self.stats
 
     def _stop(self) -> None:
         """Stop handing out tests; tests waiting for a retry keep their last verdict."""
@@ -201,6 +213,16 @@ class Controller:
         kind = event["t"]
         if kind == "report":
             self._report(worker, event)
+        elif kind == "ok":  # a plain pass, timings only (see worker.PLAIN_FIELDS)
+            data = {
+                "$plain": True,
+                "outcome": "passed",
+                "when": event["w"],
+                "duration": event["d"],
+                "start": event["s"],
+                "stop": event["e"],
+            }
+            self._report(worker, {"i": event["i"], "r": data})
         elif kind == "need":
             self._parked.add(worker)
             self._serve(worker)
@@ -290,7 +312,12 @@ class Controller:
     def _final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         if earlier and not attempt.failed:
             self.stats.flaky[index] = len(earlier) + 1
-        self.listener.test_final(index, attempt, earlier)
+        self._finals.append((index, attempt, earlier))
+
+    def _replay(self) -> None:
+        """Hand the tests that ended to the listener, in the order they ended."""
+        while self._finals:
+            self.listener.test_final(*self._finals.popleft())
 
     # -- failures --------------------------------------------------------------------
     def _enforce_timeouts(self) -> None:

@@ -37,8 +37,11 @@ class Executor(Protocol):
     def send(self, worker: str, commands: list[Message]) -> None:
         """Queue commands for ``worker``; they leave with its next exchange."""
 
+    def dispatch(self) -> None:
+        """Send queued commands now to every worker that is not busy answering."""
+
     def poll(self, timeout: float) -> list[PollResult]:
-        """Wait up to ``timeout`` for events from any worker."""
+        """Send what is queued, then wait up to ``timeout`` for events from any worker."""
 
     def close_worker(self, worker: str) -> None:
         """Release a worker that has finished or died."""

@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from orchestrator.protocol import FDS_ENV, LineReader, Message, encode
+from orchestrator.protocol import FDS_ENV, Message, encode
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25
@@ -48,6 +50,64 @@ def _match_priority(pid: int, nice: int | None) -> None:
         return
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
+class EventQueue:
+    """The worker's events, read from its pipe as they come by a thread of their own.
+
+    Between two exchanges the owner is busy elsewhere (a Ray round trip, the
+    controller); a worker running tiny tests would fill the pipe in that time and
+    stall on its next write. Draining the pipe continuously keeps it running.
+    """
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self._partial = b""
+        self._lines: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._eof = False
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            lines = (self._partial + chunk).split(b"\n") if chunk else []
+            if lines:
+                self._partial = lines.pop()
+            with self._cond:
+                # Whole lines only, all of this read at once: one wake-up per read.
+                self._lines.extend(line + b"\n" for line in lines)
+                if not chunk:
+                    self._eof = True
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def readline(self, timeout: float) -> bytes | None:
+        """The next line, waiting up to ``timeout``; None on timeout or at the end."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._lines and not self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._lines.popleft() if self._lines else None
+
+    @property
+    def done(self) -> bool:
+        """The worker closed its end and every line was taken."""
+        with self._cond:
+            return self._eof and not self._lines
+
+    def close(self) -> None:
+        self._thread.join(timeout=2.0)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class WorkerProcess:
@@ -92,7 +152,7 @@ class WorkerProcess:
             os.close(log_fd)
         _match_priority(self._proc.pid, init.get("nice"))
         self._commands = os.fdopen(cmd_write, "wb")
-        self._events = LineReader(evt_read)
+        self._events = EventQueue(evt_read, f"orchestrator-{self.worker_id}-events")
         self.exit_event: Message | None = None
         self.send([init])
 
@@ -129,7 +189,7 @@ class WorkerProcess:
             if line.startswith(NEED_PREFIX) or len(out) >= MAX_EVENTS:
                 break
             line = self._events.readline(max(0.0, deadline - time.monotonic()))
-        if self._events.eof:
+        if self._events.done:
             out.append(self._finish())
         return out
 
@@ -139,7 +199,7 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             returncode = self._proc.wait()
-        os.close(self._events.fd)
+        self._events.close()
         self.exit_event = {
             "t": "exit",
             "code": returncode,
@@ -182,7 +242,6 @@ class WorkerProcess:
         self.kill()
         self._proc.wait()
         if self.exit_event is None:
-            with contextlib.suppress(OSError):
-                os.close(self._events.fd)
+            self._events.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)

@@ -1,8 +1,9 @@
 """Messages between a worker process and its owner: one JSON object per line.
 
 Owner -> worker: ``init`` (once), then ``run`` (test indices), ``finish`` or ``stop``.
-Worker -> owner: ``ready`` (after collection), ``report`` (one per test phase),
-``warning``, ``need`` (out of work), ``bye`` (session over). A synthetic ``exit``
+Worker -> owner: ``ready`` (after collection), ``report`` (one per test phase; ``ok``
+with timings only for a plain passed phase), ``warning``, ``need`` (out of work),
+``bye`` (session over). A synthetic ``exit``
 event is added by the owner when the process ends, with its exit status.
 """
 
@@ -11,10 +12,14 @@ from __future__ import annotations
 import json
 import os
 import select
+import time
 from typing import IO, Any
 
 #: Environment variable carrying the worker's "read,write" pipe descriptors.
 FDS_ENV = "ORCHESTRATOR_WORKER_FDS"
+#: Longest a worker keeps reports of passed phases of the test it is running in its
+#: buffer (one write per test instead of one per report).
+FLUSH_SECONDS = 0.02
 
 Message = dict[str, Any]
 
@@ -80,18 +85,35 @@ class Channel:
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self._reader = LineReader(read_fd)
-        self._writer: IO[bytes] = os.fdopen(write_fd, "wb")
+        self._writer: IO[bytes] = os.fdopen(write_fd, "wb", buffering=1 << 16)
+        self._flushed = time.monotonic()
 
     @classmethod
     def from_env(cls) -> Channel:
         read_fd, write_fd = (int(x) for x in os.environ[FDS_ENV].split(","))
         return cls(read_fd, write_fd)
 
-    def send(self, message: Message) -> None:
-        self._writer.write(encode(message))
+    def send(self, message: Message, *, flush: bool = True) -> None:
+        """Write a message; with ``flush=False`` it may wait in the buffer until the next
+        flushed message, :meth:`flush`, or :data:`FLUSH_SECONDS` (checked on each send)."""
+        self.send_raw(encode(message), flush=flush)
+
+    def send_raw(self, line: bytes, *, flush: bool = True) -> None:
+        """Write one already encoded message (a JSON object and a newline)."""
+        self._writer.write(line)
+        now = time.monotonic()
+        if flush or now - self._flushed > FLUSH_SECONDS:
+            self._writer.flush()
+            self._flushed = now
+
+    def flush(self) -> None:
         self._writer.flush()
+        self._flushed = time.monotonic()
 
     def receive(self) -> Message:
+        """The next command, waiting for it (what was buffered is sent first)."""
+        if not self._reader.has_line():
+            self.flush()
         line = self._reader.readline()
         if line is None:
             raise EOFError("the orchestrator closed the command pipe")

@@ -222,14 +222,17 @@ class RayExecutor:
     def send(self, worker: str, commands: list[Message]) -> None:
         self._outbox.setdefault(worker, []).extend(commands)
 
-    def poll(self, timeout: float) -> list[PollResult]:
-        ray = self._ray
+    def dispatch(self) -> None:
         for worker, actor in self._actors.items():
             if worker not in self._busy:
                 commands, self._outbox[worker] = self._outbox[worker], []
                 ref = actor.exchange.remote(commands, POLL_SECONDS)
                 self._outstanding[ref] = worker
                 self._busy.add(worker)
+
+    def poll(self, timeout: float) -> list[PollResult]:
+        ray = self._ray
+        self.dispatch()
         if not self._outstanding:
             return []
         refs = list(self._outstanding)

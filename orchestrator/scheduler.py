@@ -102,7 +102,10 @@ class Scheduler:
         self._failed_on: dict[int, frozenset[str]] = {}
         self._min_batch = min_batch_seconds
         self._max_tests = max(1, max_batch_tests)
-        self._cap = max(plan.longest, min_batch_seconds)
+        # A batch never holds more than the longest test, so the bound of longest-first
+        # holds; without any recorded duration the estimates are guesses and only the
+        # shrinking batch size applies (else a new suite goes out one test at a time).
+        self._cap = max(plan.longest, min_batch_seconds) if plan.known else math.inf
         self._stay = stay_in_file
         self.stopped = False
 

@@ -61,6 +61,7 @@ class RaySession:
         self._attempts: dict[int, int] = {}
         self._failed: set[int] = set()
         self._finished = 0
+        self._keywords: dict[int, dict[str, Literal[1]]] = {}
         self._t0 = 0.0
         self._t_loop_end = 0.0
         #: Tests skipped because no node could meet their needs, with the reason.
@@ -288,7 +289,7 @@ class RaySession:
 
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
-        reports = [self._from_data(data) for data in attempt.reports]
+        reports = [self._from_data(index, data) for data in attempt.reports]
         if attempt.lost is not None:
             reports.extend(self._lost_reports(index, attempt.lost, reports))
         nodeid = self.items[index].nodeid
@@ -303,7 +304,25 @@ class RaySession:
                 self._record_earlier(report, attempt, earlier)
             self._replay(index, report)
 
-    def _from_data(self, data: dict[str, Any]) -> pytest.TestReport:
+    def _from_data(self, index: int, data: dict[str, Any]) -> pytest.TestReport:
+        if data.get("$plain"):
+            item = self.items[index]
+            keywords = self._keywords.get(index)
+            if keywords is None:
+                keywords = self._keywords[index] = {name: 1 for name in item.keywords}
+            return pytest.TestReport(
+                nodeid=item.nodeid,
+                location=item.location,
+                keywords=keywords,
+                outcome="passed",
+                longrepr=None,
+                when=data["when"],
+                sections=[],
+                duration=data["duration"],
+                start=data["start"],
+                stop=data["stop"],
+                user_properties=[],
+            )
         # JSON turned pytest's tuples into lists; skip reports and locations need tuples.
         for key in ("longrepr", "location"):
             if isinstance(data.get(key), list):
