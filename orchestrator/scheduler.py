@@ -5,11 +5,12 @@ taken from the head of the longest-first queue. Long tests travel alone; the sho
 tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
 so that workers finish close together while dispatch round trips stay few.
 
-Batches stay within one test file where they can, and a worker keeps to the file it
-is in while the queue holds plenty of work: pytest tears a module's fixtures down when
-the next test is in another file, so every switch can cost a model load or a database
-set-up again. Near the end of the queue, longest first wins over staying put (see
-:data:`SLACK`), so the makespan bound of longest-first scheduling still holds.
+Batches stay within one test file where they can, and once no long test is waiting (the
+longest queued test fits in one batch) a worker keeps to the file it is in, and one
+changing files picks a file no other worker is in: pytest tears a module's fixtures down
+when the next test is in another file, so every switch can cost a model load or a
+database set-up again. Long tests still go first; every worker stays busy while work is
+queued, so the greedy makespan bound (total / workers + longest) holds.
 
 Tests that need particular resources (a GPU, more CPUs) form resource classes, each
 with its own longest-first queue. A worker serves the classes its shape can run, in
@@ -31,9 +32,6 @@ CHUNKS_PER_WORKER = 3
 MIN_BATCH_SECONDS = 0.1
 #: Upper bound on tests in one batch, so reports keep flowing.
 MAX_BATCH_TESTS = 256
-#: A worker stays in its test file while the queued work exceeds this many times
-#: (workers x the longest queued test); below that, the longest test goes first.
-SLACK = 2.0
 
 
 def file_of(nodeid: str) -> str:
@@ -50,10 +48,13 @@ class _Queue:
     def __init__(self) -> None:
         self.main: deque[tuple[int, int]] = deque()
         self.by_file: dict[int, deque[tuple[int, int]]] = {}
+        #: Estimated seconds queued per file.
+        self.left: dict[int, float] = {}
         self.count = 0
 
-    def add(self, index: int, gen: int, file: int, *, front: bool = False) -> None:
+    def add(self, index: int, gen: int, file: int, seconds: float, *, front: bool = False) -> None:
         entry = (index, gen)
+        self.left[file] = self.left.get(file, 0.0) + seconds
         per_file = self.by_file.setdefault(file, deque())
         if front:
             self.main.appendleft(entry)
@@ -182,15 +183,14 @@ class Scheduler:
         target = min(max(target, self._min_batch), self._cap)
         head = self._peek(queue.main)
         assert head is not None
-        first = head
-        if self._stay and self._queued_seconds > SLACK * self._workers * estimates[head]:
-            first = self._stay_or_spread(worker, queue, head)
+        first = self._choose(worker, queue) if self._stay else head
         batch = [first]
         seconds = estimates[first]
         self._take(queue, first)
         file = self._file[first]
         while len(batch) < self._max_tests:
-            nxt = self._peek(queue.by_file[file]) if self._stay else self._peek(queue.main)
+            same = queue.by_file.get(file) if self._stay else None
+            nxt = self._peek(same) if same is not None else None
             if nxt is None:  # this file is done: carry on with the longest queued test
                 nxt = self._peek(queue.main)
                 if nxt is None:
@@ -206,36 +206,38 @@ class Scheduler:
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
 
-    def _stay_or_spread(self, worker: str, queue: _Queue, head: int) -> int:
-        """With work to spare: the worker's own file, else the longest test of a file no
-        other worker is in, else the longest test."""
+    def _choose(self, worker: str, queue: _Queue) -> int:
+        """The test to start a batch with: the longest left in the worker's own file;
+        else in the file with the most work left that no other worker is in; else in the
+        file with the most work left. Files go longest first, as tests would."""
         here = self._file_at.get(worker)
-        if here is not None and here in queue.by_file:
-            same = self._peek(queue.by_file[here])
-            if same is not None:
-                return same
+        entries = queue.by_file.get(here) if here is not None else None
+        same = self._peek(entries) if entries is not None else None
+        if same is not None:
+            return same
         taken = {f for w, f in self._file_at.items() if w != worker}
-        if self._file[head] not in taken:
-            return head
-        best = None
-        for file, entries in queue.by_file.items():
-            if file in taken:
+        best: tuple[float, int] | None = None  # (work left, first test) of the best file
+        best_any: tuple[float, int] | None = None
+        for file in list(queue.by_file):
+            candidate = self._peek(queue.by_file[file])
+            if candidate is None:
+                del queue.by_file[file], queue.left[file]
                 continue
-            candidate = self._peek(entries)
-            if candidate is not None and (best is None or self._before(candidate, best)):
-                best = candidate
-        return head if best is None else best
-
-    def _before(self, a: int, b: int) -> bool:
-        """Whether test ``a`` comes before ``b`` in the longest-first order."""
-        estimates = self.plan.estimates
-        return (-estimates[a], a) < (-estimates[b], b)
+            key = (queue.left[file], -candidate)
+            if best_any is None or key > best_any:
+                best_any = key
+            if file not in taken and (best is None or key > best):
+                best = key
+        chosen = best if best is not None else best_any
+        assert chosen is not None, "a queue with tests has a file with tests"
+        return -chosen[1]
 
     def _enqueue(self, index: int, *, front: bool = False) -> None:
         self._gen[index] += 1
         self._queued[index] = True
         queue = self._queues.setdefault(self.plan.class_of(index), _Queue())
-        queue.add(index, self._gen[index], self._file[index], front=front)
+        file = self._file[index]
+        queue.add(index, self._gen[index], file, self.plan.estimates[index], front=front)
 
     def _peek(self, entries: deque[tuple[int, int]]) -> int | None:
         """The first live test of ``entries`` (dropping stale entries on the way)."""
@@ -249,6 +251,9 @@ class Scheduler:
     def _take(self, queue: _Queue, index: int) -> None:
         self._queued[index] = False
         queue.count -= 1
+        file = self._file[index]
+        if file in queue.left:
+            queue.left[file] -= self.plan.estimates[index]
 
     def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
         """A retry for ``worker``: one it has not failed on, else one no one else can take."""
