@@ -29,6 +29,7 @@ from orchestrator.history import HistoryStore, history_lines
 from orchestrator.kinds import parse_kinds
 from orchestrator.progress import format_duration
 from orchestrator.retry import compile_pattern
+from orchestrator.settings import load_settings
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -210,7 +211,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     store = HistoryStore(_store_path(args.store))
-    for line in history_lines(store, args.test, top=max(1, args.top)):
+    # Baselines as the runs compute them: the project's configured window.
+    window = load_settings(find_project_root(Path.cwd())).metrics.window
+    for line in history_lines(store, args.test, top=max(1, args.top), window=window):
         print(line)
     return 0
 

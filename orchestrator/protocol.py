@@ -93,13 +93,13 @@ class Channel:
         read_fd, write_fd = (int(x) for x in os.environ[FDS_ENV].split(","))
         return cls(read_fd, write_fd)
 
-    def send(self, message: Message, *, flush: bool = True) -> None:
-        """Write a message; with ``flush=False`` it may wait in the buffer until the next
-        flushed message, :meth:`flush`, or :data:`FLUSH_SECONDS` (checked on each send)."""
-        self.send_raw(encode(message), flush=flush)
+    def send(self, message: Message) -> None:
+        self.send_raw(encode(message))
 
     def send_raw(self, line: bytes, *, flush: bool = True) -> None:
-        """Write one already encoded message (a JSON object and a newline)."""
+        """Write one encoded message (a JSON object and a newline); with ``flush=False`` it
+        may wait in the buffer until the next flushed message, :meth:`flush`, or
+        :data:`FLUSH_SECONDS` (checked on each send)."""
         self._writer.write(line)
         now = time.monotonic()
         if flush or now - self._flushed > FLUSH_SECONDS:

@@ -66,11 +66,6 @@ def _read_store(config: pytest.Config) -> dict[str, dict[str, list[float]]]:
         return {}
 
 
-def set_baselines(config: pytest.Config, baselines: dict[str, dict[str, list[float]]]) -> None:
-    """Baselines known in advance (the controller's, or a test's own)."""
-    config.stash[_baselines_key] = baselines
-
-
 @pytest.fixture
 def record_metric(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Record a model metric: ``record_metric(name, value, higher_is_better=True,
