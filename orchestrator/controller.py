@@ -22,9 +22,37 @@ from orchestrator.errors import CollectionMismatch, OrchestratorError
 from orchestrator.executor import Executor, WorkerLost
 from orchestrator.planner import Plan
 from orchestrator.protocol import Message, decode
-from orchestrator.resources import Resources, serves
+from orchestrator.resources import DEFAULT, Resources, serves
 from orchestrator.retry import Attempt, RetryPolicy
 from orchestrator.scheduler import Scheduler
+
+
+def worker_init(
+    worker: str,
+    *,
+    args: Sequence[str],
+    workercount: int,
+    testrunuid: str,
+    basetemp: str | None,
+    shape: Resources | None = None,
+) -> Message:
+    """The message that starts a worker process. Its tests follow in a ``tests`` message,
+    so a worker can start (and collect) before the controller has collected."""
+    init: Message = {
+        "t": "init",
+        "worker": worker,
+        "args": list(args),
+        "workercount": workercount,
+        "testrunuid": testrunuid,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        # One temporary directory per worker, under the run's own (as pytest-xdist).
+        "basetemp": os.path.join(basetemp, worker) if basetemp else None,
+    }
+    if shape is not None and shape != DEFAULT:
+        init["resources"] = shape.as_ray()
+        if shape.cpus >= 2:  # its own thread caps, unless the user set them
+            init["env"] = thread_env(os.environ, int(shape.cpus), 1)
+    return init
 
 
 class Listener(Protocol):
@@ -77,10 +105,18 @@ class Controller:
         basetemp: str | None = None,
         needs: Sequence[Resources] = (),
         shapes: Sequence[Resources] = (),
-        init_extra: Mapping[str, Any] | None = None,
+        workerinput: Mapping[str, Any] | None = None,
+        testrunuid: str | None = None,
+        launched: Sequence[str] = (),
     ) -> None:
         """``needs`` are the distinct resource needs (``plan.classes`` index them) and
-        ``shapes`` the workers to start; without them every worker runs every test."""
+        ``shapes`` the workers to start; without them every worker runs every test.
+
+        ``launched`` names workers the executor started already, with the default shape,
+        while the suite was being collected (see :func:`worker_init`; they are named
+        ``gw0``, ``gw1``, ...): they take the places of default workers, and those not
+        needed are closed. ``workerinput`` reaches every worker's ``config.workerinput``.
+        """
         self.plan = plan
         self.executor = executor
         self.listener = listener
@@ -88,19 +124,20 @@ class Controller:
         self.shapes: list[Resources | None] = list(shapes) or [None] * workers
         workers = len(self.shapes)
         self.scheduler = Scheduler(plan, workers)
-        self.init_extra = dict(init_extra or {})
+        self.workerinput = dict(workerinput or {})
+        self.launched = list(launched)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.args = list(args)
         self.cwd = cwd
         self.env = dict(env)
         self.basetemp = basetemp
-        self.testrunuid = uuid.uuid4().hex
+        self.testrunuid = testrunuid or uuid.uuid4().hex
         self.target = workers
         self.max_replacements = max(workers, 4) if max_replacements is None else max_replacements
         self.states: dict[str, State] = {}
         self.stats = RunStats()
-        self._next_id = 0
+        self._next_id = len(self.launched)
         self._replacements = 0
         self._ever_ready = False
         #: Reports (and failure texts) of the attempt now running, by test.
@@ -121,36 +158,43 @@ class Controller:
         self._finals: deque[tuple[int, Attempt, Sequence[Attempt]]] = deque()
 
     # -- workers ---------------------------------------------------------------------
-    def _init(self, worker: str, shape: Resources | None) -> Message:
-        init: Message = {
-            **self.init_extra,
-            "t": "init",
-            "worker": worker,
-            "args": self.args,
-            "nodeids": list(self.plan.nodeids),
-            "workercount": self.target,
-            "testrunuid": self.testrunuid,
-            "nice": os.getpriority(os.PRIO_PROCESS, 0),
-            # One temporary directory per worker, under the run's own (as pytest-xdist).
-            "basetemp": os.path.join(self.basetemp, worker) if self.basetemp else None,
-        }
-        if shape is not None:
-            init["resources"] = shape.as_ray()
-            if shape.cpus >= 2:  # its own thread caps, unless the user set them
-                init["env"] = thread_env(os.environ, int(shape.cpus), 1)
-        return init
-
-    def _start(self, shapes: Sequence[Resources | None]) -> None:
-        inits = []
+    def _start(self, shapes: Sequence[Resources | None], adopt: Sequence[str] = ()) -> None:
+        """Start a worker of each shape; default ones may be taken from ``adopt``."""
+        spare = list(adopt)
+        inits, workers = [], []
         for shape in shapes:
-            worker = f"gw{self._next_id}"
-            self._next_id += 1
+            if spare and (shape is None or shape == DEFAULT):
+                worker = spare.pop(0)
+            else:
+                worker = f"gw{self._next_id}"
+                self._next_id += 1
+                inits.append(
+                    worker_init(
+                        worker,
+                        args=self.args,
+                        workercount=self.target,
+                        testrunuid=self.testrunuid,
+                        basetemp=self.basetemp,
+                        shape=shape,
+                    )
+                )
+            workers.append(worker)
             self.states[worker] = State.STARTING
             self._shape_of[worker] = shape
             if shape is not None:
                 self.scheduler.set_serves(worker, serves(shape, self.needs))
-            inits.append(self._init(worker, shape))
-        self.executor.start_workers(inits, self.env, self.cwd)
+        for worker in spare:  # started early, not needed after all
+            self.executor.close_worker(worker)
+        if inits:
+            self.executor.launch(inits, self.env, self.cwd)
+        self.executor.wait_started(workers)
+        tests: Message = {
+            "t": "tests",
+            "nodeids": list(self.plan.nodeids),
+            "workerinput": self.workerinput,
+        }
+        for worker in workers:
+            self.executor.send(worker, [tests])
 
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]
@@ -172,7 +216,7 @@ class Controller:
         return self.stats
 
     def _loop(self) -> None:
-        self._start(self.shapes[: max(1, len(self.plan.nodeids))])
+        self._start(self.shapes[: max(1, len(self.plan.nodeids))], adopt=self.launched)
         while self._live():
             for worker, result in self.executor.poll(POLL_SECONDS):
                 if self.states.get(worker) in (None, State.DONE):
@@ -222,6 +266,8 @@ class Controller:
                 "start": event["s"],
                 "stop": event["e"],
             }
+            if "l" in event:
+                data["location"] = event["l"]
             self._report(worker, {"i": event["i"], "r": data})
         elif kind == "need":
             self._parked.add(worker)

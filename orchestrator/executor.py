@@ -34,6 +34,12 @@ class Executor(Protocol):
     def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
         """Start one worker per init message (each names its worker id)."""
 
+    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        """Start workers without waiting for them (see :meth:`wait_started`)."""
+
+    def wait_started(self, workers: Sequence[str]) -> None:
+        """Wait until launched workers are placed; raise a clear error if they cannot be."""
+
     def send(self, worker: str, commands: list[Message]) -> None:
         """Queue commands for ``worker``; they leave with its next exchange."""
 

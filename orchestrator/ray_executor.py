@@ -183,6 +183,12 @@ class RayExecutor:
 
     # -- workers ---------------------------------------------------------------------
     def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        self.launch(inits, env, cwd)
+        self.wait_started([init["worker"] for init in inits])
+
+    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        """Ask Ray for the workers' actors and return at once: each starts its worker
+        process (which collects the suite) as soon as Ray places it."""
         ray = self._ray
         remote_cls = ray.remote(WorkerActor)
         for init in inits:
@@ -191,7 +197,11 @@ class RayExecutor:
             ).remote(init, cwd, dict(env), sys.executable)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
-        pings = {actor.where.remote(): wid for wid, actor in self._actors.items()}
+
+    def wait_started(self, workers: Sequence[str]) -> None:
+        """Wait until Ray has placed these workers' actors (a clear error if it cannot)."""
+        ray = self._ray
+        pings = {self._actors[wid].where.remote(): wid for wid in workers if wid in self._actors}
         deadline = time.monotonic() + ACTOR_START_TIMEOUT
         waiting = list(pings)
         while waiting:

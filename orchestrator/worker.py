@@ -10,6 +10,8 @@ worker holds a test while another is idle.
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import sys
 import threading
@@ -81,7 +83,9 @@ class WorkerPlugin:
         self.channel = channel
         self.init = init
         self.worker_id: str = init["worker"]
-        self.wanted: list[str] = init["nodeids"]
+        #: The controller's tests, in its order; they come with the init message or,
+        #: for a worker started while the controller was still collecting, after it.
+        self.wanted: list[str] | None = init.get("nodeids")
         self.items: list[pytest.Item | None] = []
         self.pending: deque[int] = deque()
         self.finishing = False
@@ -103,9 +107,8 @@ class WorkerPlugin:
             "testrunuid": self.init.get("testrunuid", ""),
             "mainargv": list(self.init.get("args", [])),
         }
-        # Metric baselines from the controller's history store (see record_metric).
-        if "orchestrator_baselines" in self.init:
-            config.workerinput["orchestrator_baselines"] = self.init["orchestrator_baselines"]  # type: ignore[attr-defined]
+        # What the controller adds (metric baselines for record_metric, ...).
+        config.workerinput.update(self.init.get("workerinput") or {})  # type: ignore[attr-defined]
         # The controller decides when a run stops; a worker runs what it is given.
         if self.init.get("basetemp"):
             config.option.basetemp = self.init["basetemp"]
@@ -123,18 +126,35 @@ class WorkerPlugin:
             session.config.pluginmanager.unregister(reporter)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        wanted = self.wanted if self.wanted is not None else self._receive_tests()
         by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
         for item in session.items:
             by_id[item.nodeid].append(item)
         missing: list[str] = []
-        for nodeid in self.wanted:
+        for nodeid in wanted:
             candidates = by_id.get(nodeid)
             if candidates:
                 self.items.append(candidates.popleft())
             else:
                 self.items.append(None)
                 missing.append(nodeid)
+        del by_id
+        # What collection built lives as long as the session: keep the cyclic garbage
+        # collector from walking it again and again while the tests run.
+        gc.freeze()
         self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+
+    def _receive_tests(self) -> list[str]:
+        """Wait for the controller's list of tests (it was collecting while we were)."""
+        while self.wanted is None:
+            message = self.channel.receive()
+            if message["t"] == "tests":
+                self.wanted = list(message["nodeids"])
+                assert self.config is not None
+                self.config.workerinput.update(message.get("workerinput") or {})  # type: ignore[attr-defined]
+            elif self._handle(message) in ("finish", "stop"):
+                self.wanted = []  # told to end before it was given any tests
+        return self.wanted
 
     # -- the loop ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -202,10 +222,13 @@ class WorkerPlugin:
         if self._plain_pass(report):
             # Most reports: a pass with no output. The controller rebuilds them from its
             # own copy of the test; only the timings travel.
-            # Formatted by hand: json.dumps costs more than the rest of this path.
+            # Formatted by hand: json.dumps costs more than the rest of this path. The
+            # setup phase brings the test's location along (the controller would spend
+            # more on working it out again than on reading it).
+            where = f',"l":{json.dumps(report.location)}' if report.when == "setup" else ""
             line = (
                 f'{{"t":"ok","i":{self.current},"w":"{report.when}","d":{report.duration!r},'
-                f'"s":{report.start!r},"e":{report.stop!r}}}\n'
+                f'"s":{report.start!r},"e":{report.stop!r}{where}}}\n'
             )
             self.channel.send_raw(line.encode(), flush=False)
         else:

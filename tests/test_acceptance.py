@@ -319,21 +319,59 @@ def _cluster_processes(cwd: Path) -> set[int]:
     return found
 
 
+def test_workers_collect_while_the_controller_collects(
+    pytester: pytest.Pytester, on_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller's collection here waits for a worker to be collecting too: it only
+    sees one if the workers were started before the controller finished collecting."""
+    mark, seen = pytester.path / "worker-collecting", pytester.path / "controller-saw"
+    monkeypatch.setenv("EARLY_MARK", str(mark))
+    pytester.makeconftest(
+        """
+        import os, pathlib, time
+
+        def pytest_collection_modifyitems(config, items):
+            mark = pathlib.Path(os.environ["EARLY_MARK"])
+            if os.environ.get("ORCHESTRATOR_WORKER"):
+                mark.write_text(os.environ["ORCHESTRATOR_WORKER"])
+            elif config.getoption("ray"):
+                deadline = time.monotonic() + 30
+                while not mark.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                (mark.parent / "controller-saw").write_text(str(mark.exists()))
+        """
+    )
+    pytester.makepyfile(test_early="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
+    result.assert_outcomes(passed=1)
+    assert seen.read_text() == "True"
+    # One test needs one worker: the other one started early is closed, not left behind.
+    result.stdout.fnmatch_lines(["*1 tests on 1 worker(s)*"])
+
+
 def test_embedded_cluster_starts_and_stops_cleanly(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     pytester.makepyfile(
         test_embedded="""
-        import pytest
+        import os, pytest
         @pytest.mark.parametrize("i", range(4))
         def test_ok(i):
             pass
+
+        # More CPUs than this machine has: the embedded cluster, started before collection
+        # with the machine's CPUs, is started again with room for this test's worker.
+        @pytest.mark.resources(cpus=64)
+        def test_big():
+            assert os.environ["OMP_NUM_THREADS"] == "64"
         """
     )
     result = pytester.runpytest_subprocess("--ray", "--ray-workers", "2", timeout=240)
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*2 worker(s) on a local Ray instance (2 CPUs)*"])
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(
+        ["*tests on 2 worker(s), a local Ray instance (65 CPUs)*", "*1 worker(s) with cpus=64*"]
+    )
     # Ray's own log lines stay out of the user's terminal.
     assert "INFO" not in result.stdout.str() + result.stderr.str()
     leftovers = _cluster_processes(pytester.path)

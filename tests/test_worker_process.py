@@ -55,8 +55,10 @@ def _events(proc: WorkerProcess, deadline: float = 60.0) -> Iterator[Message]:
 
 
 def _drive(suite: Path, nodeids: list[str], answer: Callable[[int], Message]) -> list[Message]:
-    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"], "nodeids": nodeids}
+    # As the controller does it: the worker starts (and collects) before it learns its tests.
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"]}
     proc = WorkerProcess(init, cwd=str(suite), env=dict(os.environ))
+    proc.send([{"t": "tests", "nodeids": nodeids}])
     seen: list[Message] = []
     needs = 0
     try:
@@ -142,3 +144,42 @@ def test_stop_skips_the_rest_of_a_batch(suite: Path) -> None:
     ran = {e["i"] for e in events if e["t"] == "report"}
     assert ran == {0}
     assert events[-2]["t"] == "bye"
+
+
+def test_tests_arrive_after_the_start_with_what_goes_into_workerinput(tmp_path: Path) -> None:
+    (tmp_path / "test_input.py").write_text(
+        "def test_reads(request):\n"
+        "    assert request.config.workerinput['orchestrator_baselines'] == {'a': 1}\n"
+        "    assert request.config.workerinput['workerid'] == 'gw3'\n"
+    )
+    init = {"t": "init", "worker": "gw3", "args": ["-p", "no:cacheprovider"]}
+    proc = WorkerProcess(init, cwd=str(tmp_path), env=dict(os.environ))
+    tests = {
+        "t": "tests",
+        "nodeids": ["test_input.py::test_reads"],
+        "workerinput": {"orchestrator_baselines": {"a": 1}},
+    }
+    proc.send([tests])
+    events = []
+    try:
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                proc.send([_run(0)] if sum(e["t"] == "need" for e in events) == 1 else [FINISH])
+    finally:
+        proc.close()
+    assert events[0] == {"t": "ready", "missing": [], "nmissing": 0}
+    outcomes = [(e["r"]["when"], e["r"]["outcome"]) for e in events if e["t"] == "report"]
+    assert ("call", "passed") in outcomes and len(outcomes) == 3
+
+
+def test_a_worker_told_to_finish_before_its_tests_ends_cleanly(suite: Path) -> None:
+    init = {"t": "init", "worker": "gw1", "args": ["-p", "no:cacheprovider"]}
+    proc = WorkerProcess(init, cwd=str(suite), env=dict(os.environ))
+    proc.send([FINISH])
+    try:
+        events = list(_events(proc))
+    finally:
+        proc.close()
+    assert [e["t"] for e in events] == ["ready", "bye", "exit"]
+    assert events[-1]["code"] == 0

@@ -7,15 +7,18 @@ Reports arrive serialized from the workers and are replayed through pytest's own
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
 import sys
 import time
+import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from _pytest.junitxml import xml_key
@@ -27,9 +30,10 @@ from orchestrator.config import (
     available_cpus,
     thread_env,
 )
-from orchestrator.controller import Controller, RunStats
+from orchestrator.controller import Controller, RunStats, worker_init
 from orchestrator.durations import DurationStore
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.executor import ClusterInfo
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
 from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
@@ -40,7 +44,22 @@ from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
 
+if TYPE_CHECKING:
+    from orchestrator.ray_executor import RayExecutor
+
 SLOWEST_SHOWN = 5
+#: Workers started before collection when their number is left to us on a cluster; more
+#: are started after planning if the suite can use them.
+EARLY_WORKERS_MAX = 32
+
+
+@dataclass
+class _EarlyStart:
+    """The cluster connection made, and the default workers started, before collection."""
+
+    executor: RayExecutor
+    info: ClusterInfo
+    launched: list[str]
 
 
 class RaySession:
@@ -67,23 +86,79 @@ class RaySession:
         #: Tests skipped because no node could meet their needs, with the reason.
         self.unplaced: dict[str, str] = {}
         self.terminal = Terminal(config)
+        self.testrunuid = uuid.uuid4().hex
+        #: The cluster connection and the workers started while the suite was collected.
+        self._early: _EarlyStart | None = None
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        """Connect to Ray and start the workers before collecting: they collect the suite
+        while the controller does, instead of after it."""
+        if session.config.option.collectonly:
+            return
+        try:
+            self._early = self._launch()
+        except OrchestratorError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def _launch(self) -> _EarlyStart:
+        from orchestrator.ray_executor import RayExecutor
+
+        executor = RayExecutor(self.options.address)
+        try:
+            if self.options.address:
+                info = executor.connect(local_cpus=0)
+                count = min(self.options.workers or EARLY_WORKERS_MAX, max(1, info.cpus))
+            else:
+                count = self.options.workers or available_cpus()
+                info = executor.connect(local_cpus=max(count, available_cpus()))
+            env = dict(os.environ)
+            env.update(thread_env(os.environ, available_cpus(), count))
+            inits = [
+                worker_init(
+                    f"gw{i}",
+                    args=self._args(),
+                    workercount=count,
+                    testrunuid=self.testrunuid,
+                    basetemp=self._basetemp(),
+                )
+                for i in range(count)
+            ]
+            executor.launch(inits, env, self._cwd())
+        except BaseException:
+            executor.shutdown(graceful=False)
+            raise
+        return _EarlyStart(executor, info, [init["worker"] for init in inits])
+
+    def _release(self) -> None:
+        """Stop the workers and the connection (safe to call again)."""
+        if self._early is not None:
+            self._early.executor.shutdown()
+            self._early = None
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            self._release()
             count = session.testsfailed
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
+            self._release()
             return True
         self.items = list(session.items)
         self._t0 = time.time()
+        # What collection built lives as long as the session: keep the cyclic garbage
+        # collector from walking it again and again while the reports come in.
+        gc.freeze()
         try:
             self._run()
         except OrchestratorError as exc:
             raise pytest.UsageError(str(exc)) from None
         finally:
+            self._release()
             self._t_loop_end = time.time()
+            gc.freeze()
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
@@ -93,6 +168,9 @@ class RaySession:
     def _run(self) -> None:
         from orchestrator.ray_executor import RayExecutor
 
+        early = self._early
+        if early is None:  # pragma: no cover - pytest_collection always runs first
+            raise OrchestratorError("the workers were not started")
         store = DurationStore(self.options.store_path)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -103,10 +181,9 @@ class RaySession:
         plan = make_plan([item.nodeid for item in self.items], history)
         # An embedded cluster gets room for one worker of every distinct need at least.
         room = math.ceil(sum(n.cpus for n in set(needs)))
-        executor = RayExecutor(self.options.address)
+        executor, info, launched = early.executor, early.info, early.launched
         try:
             if self.options.address:
-                info = executor.connect(local_cpus=0)
                 cpus = max(1, info.cpus)
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
                 if workers > cpus:
@@ -119,7 +196,13 @@ class RaySession:
             else:
                 cpus = available_cpus()
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
-                info = executor.connect(local_cpus=max(workers, room))
+                if room > info.cpus:
+                    # The tests' needs do not fit the embedded cluster started before
+                    # collection: start it again, bigger, without the early workers.
+                    executor.shutdown(graceful=False)
+                    executor = RayExecutor(None)
+                    early.executor, launched = executor, []
+                    info = executor.connect(local_cpus=max(workers, room))
             distinct, shapes = self._place(needs, plan, executor.node_resources(), workers)
             if self.unplaced:
                 self._skip_unplaced()
@@ -150,15 +233,17 @@ class RaySession:
                 executor,
                 self,
                 workers=workers,
-                args=[str(a) for a in self.config.invocation_params.args],
-                cwd=str(self.config.invocation_params.dir),
+                args=self._args(),
+                cwd=self._cwd(),
                 env=env,
                 retry=self._retry_policy(),
                 timeout=self._timeout_of,
                 basetemp=self._basetemp(),
                 needs=distinct,
                 shapes=shapes,
-                init_extra={WORKERINPUT_KEY: self.pipelines.baselines},
+                workerinput={WORKERINPUT_KEY: self.pipelines.baselines},
+                testrunuid=self.testrunuid,
+                launched=launched,
             )
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
@@ -176,8 +261,6 @@ class RaySession:
             # Raised afresh: the original traceback can end in Ray's compiled code, whose
             # frames have no line numbers and break pytest's report of the interruption.
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
-        finally:
-            executor.shutdown()
 
     def _place(
         self,
@@ -258,6 +341,12 @@ class RaySession:
                 for w in caught:
                     self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
 
+    def _args(self) -> list[str]:
+        return [str(a) for a in self.config.invocation_params.args]
+
+    def _cwd(self) -> str:
+        return str(self.config.invocation_params.dir)
+
     def _basetemp(self) -> str | None:
         """The run's temporary directory; each worker gets its own directory inside it."""
         factory = getattr(self.config, "_tmp_path_factory", None)
@@ -289,7 +378,9 @@ class RaySession:
 
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
-        reports = [self._from_data(index, data) for data in attempt.reports]
+        reports: list[pytest.TestReport] = []
+        for data in attempt.reports:
+            reports.append(self._from_data(index, data, reports[0].location if reports else None))
         if attempt.lost is not None:
             reports.extend(self._lost_reports(index, attempt.lost, reports))
         nodeid = self.items[index].nodeid
@@ -304,15 +395,20 @@ class RaySession:
                 self._record_earlier(report, attempt, earlier)
             self._replay(index, report)
 
-    def _from_data(self, index: int, data: dict[str, Any]) -> pytest.TestReport:
+    def _from_data(
+        self, index: int, data: dict[str, Any], location: tuple[str, int | None, str] | None
+    ) -> pytest.TestReport:
+        """Rebuild a report; a plain one takes its location from the worker (sent with
+        the setup phase, or ``location`` from an earlier phase), else from the item."""
         if data.get("$plain"):
             item = self.items[index]
             keywords = self._keywords.get(index)
             if keywords is None:
                 keywords = self._keywords[index] = {name: 1 for name in item.keywords}
+            sent = data.get("location")
             return pytest.TestReport(
                 nodeid=item.nodeid,
-                location=item.location,
+                location=tuple(sent) if sent else location or item.location,
                 keywords=keywords,
                 outcome="passed",
                 longrepr=None,
@@ -405,6 +501,7 @@ class RaySession:
     # -- end of session ---------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._release()  # when the session ended before its tests ran (Ctrl-C, ...)
         if (
             self.options.fail_on_flaky
             and self.stats is not None
