@@ -122,6 +122,8 @@ class RayExecutor:
         self.address = address
         self._ray: Any = None
         self._started_here = False
+        #: This executor called ``ray.init`` (it did not find a connection made by others).
+        self._connected_here = False
         self._actors: dict[str, Any] = {}
         self._outbox: dict[str, list[Message]] = {}
         self._outstanding: dict[Any, str] = {}
@@ -149,7 +151,7 @@ class RayExecutor:
         self._ray = ray
         quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         if ray.is_initialized():
-            pass
+            pass  # a connection the embedding program made: use it, leave it open
         elif self.address:
             try:
                 ray.init(address=self.address, **quiet)
@@ -161,6 +163,7 @@ class RayExecutor:
                 raise ClusterError(
                     f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}{hint}"
                 ) from None
+            self._connected_here = True
         else:
             # Ray runs its workers at nice 15; our test processes should compete with
             # nothing at a disadvantage, as they would under plain pytest.
@@ -171,7 +174,7 @@ class RayExecutor:
                 object_store_memory=256 * 1024 * 1024,
                 **quiet,
             )
-            self._started_here = True
+            self._started_here = self._connected_here = True
         cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
         if self._started_here:
             where = f"a local Ray instance ({cpus} CPUs)"
@@ -285,9 +288,11 @@ class RayExecutor:
             self._ray.kill(actor)
         self._actors.clear()
         self._outstanding.clear()
-        if self._started_here:
+        if self._connected_here:
+            # Also from a cluster we only joined: disconnecting now costs less than Ray's
+            # own clean-up when the interpreter exits.
             self._ray.shutdown()
-            self._started_here = False
+            self._connected_here = self._started_here = False
         self._ray = None
 
 
