@@ -30,6 +30,7 @@ from orchestrator.kinds import parse_kinds
 from orchestrator.progress import format_duration
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
+from orchestrator.sharding import parse_shard
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -90,6 +91,22 @@ def _parser() -> argparse.ArgumentParser:
         help="fail when a test needs resources no node has (default: skip it)",
     )
     run.add_argument(
+        "--json", default=None, metavar="PATH", help="write the results as JSON (see README)"
+    )
+    run.add_argument(
+        "--html",
+        default=None,
+        metavar="PATH",
+        help="write a self-contained HTML report with a timeline per worker",
+    )
+    run.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N|auto",
+        help="run only shard K of N, split by recorded durations ('auto': from the CI's "
+        "parallel-job variables)",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="print pytest's usual per-test output instead of the live progress line",
@@ -104,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
     imp.add_argument("--store", type=Path, default=None, metavar="PATH")
+    combine = actions.add_parser(
+        "merge",
+        help="add the duration stores of parallel jobs to this one",
+        description="Merge duration stores (the .orchestrator/durations.db files that parallel "
+        "CI jobs left) into the project's store (or --store): the next split uses all of "
+        "them. A test in several stores keeps its most recently recorded value.",
+    )
+    combine.add_argument("stores", nargs="+", type=Path, metavar="STORE")
+    combine.add_argument("--store", type=Path, default=None, metavar="PATH")
     show = actions.add_parser("show", help="list the longest recorded tests")
     show.add_argument("--store", type=Path, default=None, metavar="PATH")
     show.add_argument("--top", type=int, default=20, metavar="N")
@@ -134,6 +160,23 @@ def _parser() -> argparse.ArgumentParser:
         help="custom resources to declare, e.g. '{\"fast_disk\": 2}'",
     )
     commands.add_parser("down", help="stop the local Ray instance of `orchestrator up`")
+
+    merge = commands.add_parser(
+        "merge",
+        help="merge JUnit XML reports (CI jobs, pipelines) into one",
+        description="Merge JUnit XML reports into OUT: one <testsuite> per suite name, a test "
+        "found in several inputs (a retried job) once, with its earlier failures as "
+        "flaky/rerun elements, totals recomputed. OUT is written only if the merge succeeds.",
+    )
+    merge.add_argument("out", type=Path, metavar="OUT")
+    merge.add_argument("inputs", nargs="+", metavar="IN", help="files or glob patterns")
+    merge.add_argument(
+        "--time",
+        choices=("sum", "wall"),
+        default="sum",
+        help="the report's total time: the inputs' times added up (default), or the "
+        "longest input's (jobs that ran in parallel)",
+    )
     return parser
 
 
@@ -150,6 +193,8 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     compile_pattern(args.retry_only)
     if args.kinds is not None:
         parse_kinds(args.kinds)
+    if args.shard is not None:
+        parse_shard(args.shard, os.environ)
     import pytest
 
     # "--option=value": pytest picks its rootdir from arguments that name existing paths,
@@ -165,6 +210,9 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.timeout, "--ray-timeout"),
         (args.kinds, "--kinds"),
         (args.junit_pipelines, "--junit-pipelines"),
+        (args.shard, "--shard"),
+        (args.json, "--report-json"),
+        (args.html, "--report-html"),
     ):
         if value is not None:
             argv.append(f"{option}={value}")
@@ -192,6 +240,17 @@ def _import(args: argparse.Namespace) -> int:
             raise OrchestratorError(f"{path}: no test durations found")
         written = store.record(durations, replace=True)
         print(f"imported {written} test durations from {path} into {store.path}")
+    return 0
+
+
+def _merge_stores(args: argparse.Namespace) -> int:
+    store = DurationStore(_store_path(args.store))
+    inputs = [(path, DurationStore(path).rows()) for path in args.stores]  # all checked first
+    for path, rows in inputs:
+        if path.resolve() == store.path.resolve():
+            continue
+        written = store.absorb(rows)
+        print(f"{len(rows)} tests in {path}: {written} added or newer than in {store.path}")
     return 0
 
 
@@ -255,6 +314,20 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from orchestrator.junit_merge import expand, merge
+
+    inputs = [p for p in expand(args.inputs) if p.resolve() != args.out.resolve()]
+    result = merge(args.out, inputs, time=args.time)
+    retried = f", {result.duplicates} repeated test(s) kept once" if result.duplicates else ""
+    print(
+        f"merged {result.files} file(s) into {args.out}: {result.tests} tests in "
+        f"{result.suites} suite(s), {result.failures} failed, {result.errors} errors, "
+        f"{result.skipped} skipped{retried}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
@@ -269,8 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _up(args)
         if args.command == "down":
             return _down(args)
+        if args.command == "merge":
+            return _merge(args)
         if args.action == "import":
             return _import(args)
+        if args.action == "merge":
+            return _merge_stores(args)
         return _show(args)
     except UsageError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)

@@ -120,6 +120,41 @@ class DurationStore(SqliteStore):
             return {}
         return {str(nodeid): float(seconds) for nodeid, seconds in rows}
 
+    def rows(self) -> dict[str, tuple[float, int, float]]:
+        """Every test's (seconds, samples, updated); for merging stores. Unlike
+        :meth:`load`, a file that is not a duration store is an error, not a warning."""
+        if not self.path.is_file():
+            raise OrchestratorError(f"{self.path}: no such duration store")
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+            try:
+                rows = conn.execute(
+                    "SELECT nodeid, seconds, samples, updated FROM durations"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise OrchestratorError(
+                f"{self.path}: not a duration store ({exc}); give the durations.db files "
+                "that runs left in .orchestrator/"
+            ) from None
+        return {str(n): (float(s), int(c), float(u)) for n, s, c, u in rows}
+
+    def absorb(self, rows: Mapping[str, tuple[float, int, float]]) -> int:
+        """Take another store's rows: a test this store has too keeps the more recently
+        updated value. Returns how many tests were written."""
+        values = [(n, s, c, u) for n, (s, c, u) in rows.items() if math.isfinite(s) and s >= 0]
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(nodeid) DO UPDATE SET seconds = excluded.seconds,"
+                " samples = excluded.samples, updated = excluded.updated"
+                " WHERE excluded.updated > durations.updated",
+                values,
+            )
+            return conn.total_changes - before
+
     def record(self, durations: Mapping[str, float], *, replace: bool = False) -> int:
         """Merge a run's durations into the store; returns how many tests were written.
 

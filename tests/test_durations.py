@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,41 @@ def test_import_errors_name_the_file(tmp_path: Path, content: str, message: str)
     with pytest.raises(OrchestratorError, match=message) as info:
         read_durations_file(path)
     assert str(path) in str(info.value)
+
+
+def test_stores_of_parallel_jobs_merge_keeping_the_newest_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    job1, job2, target = (DurationStore(tmp_path / f"{n}.db") for n in ("job1", "job2", "t"))
+    job1.record({"a.py::test_1": 1.0, "a.py::test_shared": 5.0}, replace=True)
+    time.sleep(0.01)
+    job2.record({"b.py::test_2": 2.0, "a.py::test_shared": 7.0}, replace=True)
+    target.record({"c.py::test_3": 3.0}, replace=True)
+    code = main(["durations", "merge", str(job2.path), str(job1.path), "--store", str(target.path)])
+    assert code == 0
+    assert target.load() == {
+        "a.py::test_1": 1.0,
+        "b.py::test_2": 2.0,
+        "c.py::test_3": 3.0,
+        "a.py::test_shared": 7.0,  # job2 recorded it last, though given first
+    }
+    assert "2 tests in" in capsys.readouterr().out
+
+
+def test_merging_something_that_is_not_a_store_fails_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    good = DurationStore(tmp_path / "good.db")
+    good.record({"a.py::test_1": 1.0})
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite at all, just text " * 100)
+    target = tmp_path / "target.db"
+    code = main(["durations", "merge", str(good.path), str(junk), "--store", str(target)])
+    assert code == 1
+    assert "junk.db: not a duration store" in capsys.readouterr().err
+    assert not target.exists()
+    assert main(["durations", "merge", str(tmp_path / "missing.db"), "--store", str(target)]) == 1

@@ -59,6 +59,8 @@ class Pipelines:
         self.worker_of: dict[str, str] = {}
         self.flaky: set[str] = set()
         self.metrics: dict[str, list[dict[str, Any]]] = {}
+        #: Earlier attempts of retried tests (worker, outcome, message, start, stop).
+        self.earlier: dict[str, list[dict[str, Any]]] = {}
         self._written: list[Path] = []
         #: Earlier passing values of each test's metrics, when the run loaded them.
         self.baselines: dict[str, dict[str, list[float]]] = {}

@@ -21,6 +21,7 @@ from orchestrator.errors import UsageError
 from orchestrator.kinds import marker_lines, parse_kinds
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
+from orchestrator.sharding import parse_shard
 from pytest_orchestrator.metrics import pytest_runtest_makereport, record_metric
 from pytest_orchestrator.pipelines import Pipelines, pipeline_paths
 
@@ -109,6 +110,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="show one live progress line instead of a character per test",
     )
+    group.addoption(
+        "--report-json",
+        default=None,
+        metavar="PATH",
+        help="write the run's results (outcomes, timings, workers, attempts, metrics) as "
+        "JSON, schema orchestrator-report/1",
+    )
+    group.addoption(
+        "--report-html",
+        default=None,
+        metavar="PATH",
+        help="write a self-contained HTML report: summary per kind, failures, flaky tests, "
+        "slowest tests, metric trends and a timeline per worker",
+    )
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="K/N|auto",
+        help="run only shard K of N (1-based) of the selected tests, split by recorded "
+        "durations, longest first onto the lightest shard; 'auto' reads GitLab's "
+        "CI_NODE_INDEX/CI_NODE_TOTAL, Buildkite's or CircleCI's parallel-job variables. "
+        "With or without --ray.",
+    )
 
 
 def _options(config: pytest.Config) -> RunOptions:
@@ -168,6 +192,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     ray = bool(config.getoption("ray", False)) and not hasattr(config, "workerinput")
     pipelines = _pipelines(config, ray)
+    _shard(config, ray)
+    _reports(config, pipelines)
     if not ray:
         return
     options = _options(config)
@@ -178,11 +204,52 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "orchestrator-session")
 
 
+def _shard(config: pytest.Config, ray: bool) -> None:
+    """Register ``--shard`` on the process that selects the tests (not on workers)."""
+    text = config.getoption("shard", None)
+    if not text or hasattr(config, "workerinput"):
+        return
+    try:
+        shard = parse_shard(str(text), os.environ)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if shard is None:  # --shard auto in a job that is not split
+        return
+    from pytest_orchestrator.shard import ShardPlugin
+
+    store = config.getoption("ray_durations")
+    store_path = Path(store) if store else default_store_path(config.rootpath)
+    # Under --ray the Ray session records durations; plain runs record them here.
+    config.pluginmanager.register(
+        ShardPlugin(shard, store_path, record=not ray), "orchestrator-shard"
+    )
+
+
+def _reports(config: pytest.Config, pipelines: Pipelines | None) -> None:
+    json_path, html_path = config.getoption("report_json"), config.getoption("report_html")
+    if not (json_path or html_path) or pipelines is None or hasattr(config, "workerinput"):
+        return
+    from pytest_orchestrator.reports import ReportsPlugin
+
+    store = config.getoption("ray_durations")
+    plugin = ReportsPlugin(
+        config,
+        pipelines,
+        json_path=Path(json_path) if json_path else None,
+        html_path=Path(html_path) if html_path else None,
+        store_path=Path(store) if store else default_store_path(config.rootpath),
+    )
+    config.pluginmanager.register(plugin, "orchestrator-reports")
+
+
 def _pipelines(config: pytest.Config, ray: bool) -> Pipelines | None:
     """Register kind handling when the run asks for it (``--ray``, ``--kinds``, ...)."""
     kinds_option = config.getoption("kinds", None)
     pattern = config.getoption("junit_pipelines", None)
-    if not (ray or kinds_option or pattern):
+    reports = not hasattr(config, "workerinput") and (
+        config.getoption("report_json", None) or config.getoption("report_html", None)
+    )
+    if not (ray or kinds_option or pattern or reports):
         return None
     if pattern and not config.option.xmlpath:
         raise pytest.UsageError(

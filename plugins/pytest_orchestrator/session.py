@@ -40,6 +40,7 @@ from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
 from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
+from orchestrator.run_report import failure_message
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
@@ -388,6 +389,7 @@ class RaySession:
             self._attempts[index] = len(earlier) + 1
             if not attempt.failed:
                 self.pipelines.flaky.add(nodeid)
+            self.pipelines.earlier[nodeid] = [_attempt_facts(a) for a in earlier]
         if attempt.worker:
             self.pipelines.worker_of[nodeid] = attempt.worker
         for report in reports:
@@ -583,6 +585,20 @@ class RaySession:
             gave_up=self.stats.gave_up,
         ):
             terminalreporter.write_line(line)
+
+
+def _attempt_facts(attempt: Attempt) -> dict[str, Any]:
+    """An earlier attempt, as the JSON and HTML reports show it."""
+    starts = [r["start"] for r in attempt.reports if isinstance(r.get("start"), float)]
+    stops = [r["stop"] for r in attempt.reports if isinstance(r.get("stop"), float)]
+    text = attempt.error_text
+    return {
+        "worker": attempt.worker,
+        "outcome": "error" if attempt.is_error else "failed",
+        "message": failure_message(text),
+        "start": min(starts) if starts else None,
+        "stop": max(stops) if stops else None,
+    }
 
 
 def _report_fields(item: pytest.Item) -> dict[str, Any]:

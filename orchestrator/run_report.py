@@ -1,0 +1,190 @@
+"""The run's machine-readable report (``--json``) and the data behind the HTML one.
+
+Schema ``orchestrator-report/1`` (documented in the README; fields are only ever added):
+
+- ``schema``, ``created`` (ISO 8601), ``command`` (pytest's arguments), ``rootdir``,
+  ``where`` (the cluster, or ``null`` for a plain pytest run), ``workers``, ``wall``
+  (seconds), ``exit_status`` (pytest's exit code), ``lost_workers`` (descriptions);
+- ``totals``: ``tests`` and a count per outcome (``passed``, ``failed``, ``error``,
+  ``skipped``, ``xfailed``, ``xpassed``) plus ``flaky``;
+- ``kinds``: per test kind that ran: ``kind``, ``pipeline``, ``tests``, the outcome counts,
+  ``flaky``, ``seconds``;
+- ``tests``: per test: ``nodeid``, ``kind``, ``pipeline``, ``outcome``, ``duration``
+  (setup + call + teardown, seconds), ``worker``, ``start``/``stop`` (epoch seconds of its
+  final attempt, from the clock of the machine that ran it), ``attempts``, ``flaky``,
+  ``message`` (the failure's last line), ``longrepr`` (its full text), ``earlier`` (earlier
+  attempts: ``worker``, ``outcome``, ``message``, ``start``, ``stop``) and ``metrics``
+  (``name``, ``value``, ``higher_is_better``, ``baseline``, ``history``: earlier passing
+  values, oldest first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.kinds import KINDS, pipeline_of
+from orchestrator.metrics import median
+
+SCHEMA = "orchestrator-report/1"
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+@dataclass
+class TestRecord:
+    """What the report says about one test."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    nodeid: str
+    kind: str = "unit"
+    outcome: str = "passed"
+    duration: float = 0.0
+    worker: str | None = None
+    start: float | None = None
+    stop: float | None = None
+    attempts: int = 1
+    flaky: bool = False
+    message: str | None = None
+    longrepr: str | None = None
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "kind": self.kind,
+            "pipeline": pipeline_of(self.kind),
+            "outcome": self.outcome,
+            "duration": round(self.duration, 6),
+            "worker": self.worker,
+            "start": self.start,
+            "stop": self.stop,
+            "attempts": self.attempts,
+            "flaky": self.flaky,
+            "message": self.message,
+            "longrepr": self.longrepr,
+            "earlier": self.earlier,
+            "metrics": self.metrics,
+        }
+
+
+def failure_message(text: str) -> str:
+    """The line that says what went wrong: pytest's first ``E`` line, else the last line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    explained = [line[1:].strip() for line in lines if line.startswith("E ")]
+    return explained[0] if explained else (lines[-1].strip() if lines else "")
+
+
+def metric_entries(
+    recorded: Sequence[Mapping[str, Any]], history: Mapping[str, Sequence[float]], window: int
+) -> list[dict[str, Any]]:
+    """A test's recorded metrics with their earlier values and baseline (their median)."""
+    out = []
+    for metric in recorded:
+        name = str(metric["name"])
+        earlier = [float(v) for v in history.get(name, ())][-window:]
+        out.append(
+            {
+                "name": name,
+                "value": float(metric["value"]),
+                "higher_is_better": bool(metric.get("higher_is_better", True)),
+                "baseline": median(earlier) if earlier else None,
+                "history": earlier,
+            }
+        )
+    return out
+
+
+def build(
+    tests: Sequence[TestRecord],
+    *,
+    command: Sequence[str],
+    rootdir: str,
+    where: str | None,
+    workers: int,
+    wall: float,
+    exit_status: int,
+    lost_workers: Sequence[str] = (),
+    created: float | None = None,
+) -> dict[str, Any]:
+    """The report as a JSON-ready dict."""
+    totals: Counter[str] = Counter()
+    per_kind: dict[str, Counter[str]] = {}
+    seconds: dict[str, float] = {}
+    for test in tests:
+        totals[test.outcome] += 1
+        totals["flaky"] += test.flaky
+        counts = per_kind.setdefault(test.kind, Counter())
+        counts[test.outcome] += 1
+        counts["flaky"] += test.flaky
+        seconds[test.kind] = seconds.get(test.kind, 0.0) + test.duration
+    order = [k for k in KINDS if k in per_kind] + sorted(set(per_kind) - set(KINDS))
+    kinds = [
+        {
+            "kind": kind,
+            "pipeline": pipeline_of(kind),
+            "tests": sum(per_kind[kind][o] for o in OUTCOMES),
+            **{o: per_kind[kind][o] for o in OUTCOMES},
+            "flaky": per_kind[kind]["flaky"],
+            "seconds": round(seconds[kind], 6),
+        }
+        for kind in order
+    ]
+    stamp = time.time() if created is None else created
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
+        "command": list(command),
+        "rootdir": rootdir,
+        "where": where,
+        "workers": workers,
+        "wall": round(wall, 6),
+        "exit_status": exit_status,
+        "lost_workers": list(lost_workers),
+        "totals": {
+            "tests": len(tests),
+            **{o: totals[o] for o in OUTCOMES},
+            "flaky": totals["flaky"],
+        },
+        "kinds": kinds,
+        "tests": [t.as_dict() for t in tests],
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def to_json(report: Mapping[str, Any]) -> str:
+    """Strict JSON: NaN and infinities (a metric can be one) become ``null``."""
+    return json.dumps(_strict(report), indent=1, allow_nan=False) + "\n"
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
