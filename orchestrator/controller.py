@@ -161,10 +161,11 @@ class Controller:
     def _start(self, shapes: Sequence[Resources | None], adopt: Sequence[str] = ()) -> None:
         """Start a worker of each shape; default ones may be taken from ``adopt``."""
         spare = list(adopt)
-        inits, workers = [], []
+        inits, adopted, started = [], [], []
         for shape in shapes:
             if spare and (shape is None or shape == DEFAULT):
                 worker = spare.pop(0)
+                adopted.append(worker)
             else:
                 worker = f"gw{self._next_id}"
                 self._next_id += 1
@@ -178,22 +179,26 @@ class Controller:
                         shape=shape,
                     )
                 )
-            workers.append(worker)
+                started.append(worker)
             self.states[worker] = State.STARTING
             self._shape_of[worker] = shape
             if shape is not None:
                 self.scheduler.set_serves(worker, serves(shape, self.needs))
-        for worker in spare:  # started early, not needed after all
-            self.executor.close_worker(worker)
-        if inits:
-            self.executor.launch(inits, self.env, self.cwd)
-        self.executor.wait_started(workers)
+        for worker in spare:  # started early, not needed after all: nothing to finish
+            self.executor.close_worker(worker, graceful=False)
         tests: Message = {
             "t": "tests",
             "nodeids": list(self.plan.nodeids),
             "workerinput": self.workerinput,
         }
-        for worker in workers:
+        # Workers started early learn their tests now, before new ones are waited for.
+        for worker in adopted:
+            self.executor.send(worker, [tests])
+        self.executor.dispatch()
+        if inits:
+            self.executor.launch(inits, self.env, self.cwd)
+        self.executor.wait_started(adopted + started)
+        for worker in started:
             self.executor.send(worker, [tests])
 
     def _live(self) -> list[str]:

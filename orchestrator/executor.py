@@ -49,8 +49,8 @@ class Executor(Protocol):
     def poll(self, timeout: float) -> list[PollResult]:
         """Send what is queued, then wait up to ``timeout`` for events from any worker."""
 
-    def close_worker(self, worker: str) -> None:
-        """Release a worker that has finished or died."""
+    def close_worker(self, worker: str, graceful: bool = True) -> None:
+        """Release a worker that has finished or died (at once, without ``graceful``)."""
 
     def shutdown(self, graceful: bool = True) -> None:
         """Stop every worker; stop the cluster too if this executor started it."""

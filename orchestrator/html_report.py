@@ -37,7 +37,8 @@ h2{font-size:17px;border-bottom:1px solid #d5d9e0;padding-bottom:4px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:4px 10px;border-bottom:1px solid #eceef2;text-align:right}
 th:first-child,td:first-child,td.name{text-align:left}
-td.name{font-family:ui-monospace,monospace;font-size:12.5px;word-break:break-all}
+span.name{display:block;text-align:left;font-family:ui-monospace,monospace;font-size:12.5px;
+word-break:break-all}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-size:12px}
 details{margin:6px 0;border:1px solid #e1e4ea;border-radius:6px;padding:6px 10px}
 summary{cursor:pointer;font-family:ui-monospace,monospace;font-size:13px}
@@ -226,7 +227,10 @@ def timeline_svg(report: Mapping[str, Any], width: int = 1200) -> str:
     if not spans:
         return '<p class="muted">No timings were reported.</p>'
     workers = sorted({s[0] for s in spans}, key=_worker_key)
-    origin = min(s[1] for s in spans)
+    first = min(s[1] for s in spans)
+    # From the start of the session when known: the wait for the first test shows too.
+    started = report.get("started")
+    origin = min(first, started) if isinstance(started, int | float) else first
     end = max(s[2] for s in spans)
     total = max(end - origin, 1e-6)
     label_w, row_h, top = 70, 22, 24
@@ -239,9 +243,17 @@ def timeline_svg(report: Mapping[str, Any], width: int = 1200) -> str:
     for i in range(6):  # time axis
         t = total * i / 5
         x = label_w + t * scale
+        anchor = ("start", "middle", "middle", "middle", "middle", "end")[i]
         out.append(
             f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 6}" stroke="#e1e4ea"/>'
-            f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle">{_seconds(t)}</text>'
+            f'<text x="{x:.1f}" y="{top - 8}" text-anchor="{anchor}">{_seconds(t)}</text>'
+        )
+    if first > origin:  # start-up: no test anywhere yet
+        w = (first - origin) * scale
+        out.append(
+            f'<rect class="startup" x="{label_w}" y="{top - 2}" width="{w:.2f}" '
+            f'height="{row_h * len(workers) + 2}" fill="#eef0f4"><title>start-up: '
+            f"{_seconds(first - origin)} before the first test</title></rect>"
         )
     row_of = {w: i for i, w in enumerate(workers)}
     busy: dict[str, float] = dict.fromkeys(workers, 0.0)

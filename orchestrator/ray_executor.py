@@ -196,7 +196,9 @@ class RayExecutor:
         remote_cls = ray.remote(WorkerActor)
         for init in inits:
             actor = remote_cls.options(
-                max_concurrency=1, scheduling_strategy="SPREAD", **_actor_resources(init)
+                max_concurrency=1,
+                scheduling_strategy="SPREAD",
+                **_actor_resources(init, count_cpus=not self._started_here),
             ).remote(init, cwd, dict(env), sys.executable)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
@@ -263,7 +265,7 @@ class RayExecutor:
                 results.append((worker, WorkerLost(_first_line(exc))))
         return results
 
-    def close_worker(self, worker: str) -> None:
+    def close_worker(self, worker: str, graceful: bool = True) -> None:
         for ref, owner in list(self._outstanding.items()):
             if owner == worker:
                 del self._outstanding[ref]
@@ -271,8 +273,9 @@ class RayExecutor:
         actor = self._actors.pop(worker, None)
         if actor is None:
             return
-        with contextlib.suppress(Exception):
-            self._ray.get(actor.close.remote(), timeout=15)
+        if graceful:
+            with contextlib.suppress(Exception):
+                self._ray.get(actor.close.remote(), timeout=15)
         self._ray.kill(actor)
 
     def shutdown(self, graceful: bool = True) -> None:
@@ -323,10 +326,19 @@ def start_local_head(
     return address, ray.shutdown, detected
 
 
-def _actor_resources(init: Message) -> dict[str, Any]:
-    """Ray actor options for a worker's resource shape (one CPU when it has none)."""
+def _actor_resources(init: Message, *, count_cpus: bool = True) -> dict[str, Any]:
+    """Ray actor options for a worker's resource shape (one CPU when it has none).
+
+    Without ``count_cpus`` (the embedded instance, which only this run uses) Ray is not
+    asked for CPUs: the run decides how many workers share the machine, and a worker
+    shaped for more CPUs than the machine has still starts, as it would under pytest.
+    """
     need = dict(init.get("resources") or {"CPU": 1.0})
-    options: dict[str, Any] = {"num_cpus": need.pop("CPU", 0.0), "num_gpus": need.pop("GPU", 0.0)}
+    cpus = need.pop("CPU", 0.0)
+    options: dict[str, Any] = {
+        "num_cpus": cpus if count_cpus else 0,
+        "num_gpus": need.pop("GPU", 0.0),
+    }
     memory = need.pop("memory", 0.0)
     if memory:
         options["memory"] = memory

@@ -226,6 +226,13 @@ def shape_workers(
     if any(need.fits_in(DEFAULT.as_ray()) for need in needs):
         while len(shapes) < limit and place(DEFAULT):
             pass
+        uncovered = [
+            n for n in needs if n not in unplaced and not any(n.fits_in(s.as_ray()) for s in shapes)
+        ]
+        if any(need.fits_in(DEFAULT.as_ray()) for need in uncovered):
+            # Ordinary tests get a worker too, even past the limit (as every need does):
+            # the special workers took the places and cannot run them.
+            place(DEFAULT)
     for need in needs:
         if need not in unplaced and not any(need.fits_in(s.as_ray()) for s in shapes):
             unplaced[need] = "the cluster has no free CPU for a worker"

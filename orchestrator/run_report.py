@@ -2,7 +2,8 @@
 
 Schema ``orchestrator-report/1`` (documented in the README; fields are only ever added):
 
-- ``schema``, ``created`` (ISO 8601), ``command`` (pytest's arguments), ``rootdir``,
+- ``schema``, ``created`` (ISO 8601), ``started`` (epoch seconds of the session's start),
+  ``command`` (pytest's arguments), ``rootdir``,
   ``where`` (the cluster, or ``null`` for a plain pytest run), ``workers``, ``wall``
   (seconds), ``exit_status`` (pytest's exit code), ``lost_workers`` (descriptions);
 - ``totals``: ``tests`` and a count per outcome (``passed``, ``failed``, ``error``,
@@ -116,6 +117,7 @@ def build(
     exit_status: int,
     lost_workers: Sequence[str] = (),
     created: float | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict."""
     totals: Counter[str] = Counter()
@@ -148,6 +150,7 @@ def build(
         "rootdir": rootdir,
         "where": where,
         "workers": workers,
+        "started": started,
         "wall": round(wall, 6),
         "exit_status": exit_status,
         "lost_workers": list(lost_workers),

@@ -408,10 +408,17 @@ def test_the_limit_bounds_the_workers(
 ) -> None:
     plan = shape_workers(work, _counts(work, data), nodes, limit)
     distinct = {shape for shape in plan.shapes if shape != DEFAULT}
-    # Past the limit only to give each distinct need one worker of its own.
-    assert len(plan.shapes) <= max(limit, len(distinct))
-    if DEFAULT in plan.shapes:
-        assert len(plan.shapes) <= limit
+    # Past the limit only to give each distinct need one worker of its own: one ordinary
+    # worker at most, when the special ones cannot run the ordinary tests.
+    assert len(plan.shapes) <= max(limit, len(distinct) + (DEFAULT in plan.shapes))
+    if DEFAULT in plan.shapes and len(plan.shapes) > limit:
+        assert plan.shapes.count(DEFAULT) == 1
+        # ... because some ordinary-sized need fits none of the special workers.
+        assert any(
+            not any(n.fits_in(s.as_ray()) for s in distinct)
+            for n in work
+            if n.fits_in(DEFAULT.as_ray())
+        )
     if DEFAULT in plan.shapes and DEFAULT not in work:
         assert any(need.fits_in(DEFAULT.as_ray()) for need in work)
 

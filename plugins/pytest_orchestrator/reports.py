@@ -122,6 +122,7 @@ class ReportsPlugin:
             where=getattr(session, "where", None) or None,
             workers=getattr(session, "workers", 0) or len({r.worker for r in records}) or 1,
             wall=time.time() - self.started,
+            started=self.started,
             exit_status=exit_status,
             lost_workers=list(getattr(stats, "lost", ())),
         )

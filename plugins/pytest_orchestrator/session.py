@@ -167,8 +167,6 @@ class RaySession:
         return True
 
     def _run(self) -> None:
-        from orchestrator.ray_executor import RayExecutor
-
         early = self._early
         if early is None:  # pragma: no cover - pytest_collection always runs first
             raise OrchestratorError("the workers were not started")
@@ -180,9 +178,8 @@ class RaySession:
             self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
         needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
         plan = make_plan([item.nodeid for item in self.items], history)
-        # An embedded cluster gets room for one worker of every distinct need at least.
-        room = math.ceil(sum(n.cpus for n in set(needs)))
         executor, info, launched = early.executor, early.info, early.launched
+        nodes = executor.node_resources()
         try:
             if self.options.address:
                 cpus = max(1, info.cpus)
@@ -197,14 +194,13 @@ class RaySession:
             else:
                 cpus = available_cpus()
                 workers = self.options.workers or auto_workers(plan, cpus, WORKER_STARTUP_SECONDS)
-                if room > info.cpus:
-                    # The tests' needs do not fit the embedded cluster started before
-                    # collection: start it again, bigger, without the early workers.
-                    executor.shutdown(graceful=False)
-                    executor = RayExecutor(None)
-                    early.executor, launched = executor, []
-                    info = executor.connect(local_cpus=max(workers, room))
-            distinct, shapes = self._place(needs, plan, executor.node_resources(), workers)
+                # The embedded instance is this run's alone, and Ray does not count its
+                # CPUs (see ray_executor._actor_resources): it has room for one worker of every
+                # distinct need, as the machine is shared by the workers anyway.
+                room = math.ceil(sum(n.cpus for n in set(needs)))
+                for node in nodes:
+                    node["CPU"] = max(node.get("CPU", 0.0), float(room), float(workers))
+            distinct, shapes = self._place(needs, plan, nodes, workers)
             if self.unplaced:
                 self._skip_unplaced()
             if not self.items:
