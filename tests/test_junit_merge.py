@@ -208,3 +208,15 @@ def test_the_command_reports_and_fails_clearly(tmp_path: Path) -> None:
     )
     assert bad.returncode == 4
     assert "broken.xml:1:" in bad.stderr and not (tmp_path / "out2.xml").exists()
+
+
+def test_file_and_line_attributes_survive_for_timing_based_splitters(tmp_path: Path) -> None:
+    # pytest writes them with junit_family=xunit1; CircleCI's timing split reads "file".
+    xunit1 = APP.replace(
+        'name="test_ok" time="0.5"', 'name="test_ok" file="tests/test_a.py" line="3" time="0.5"'
+    )
+    files = _write(tmp_path, app=xunit1)
+    out = tmp_path / "merged.xml"
+    merge(out, [files["app"]])
+    case = _cases(out)["test_ok"]
+    assert (case.get("file"), case.get("line")) == ("tests/test_a.py", "3")
