@@ -7,7 +7,9 @@ retried, appears once: its final attempt (the latest by its suite's ``timestamp`
 input given last), with earlier failures kept as Surefire's ``flakyFailure``/``flakyError``
 (when the final attempt passed) or ``rerunFailure``/``rerunError`` (when it failed too).
 
-Inputs are read as a stream by expat, with a handler that refuses any document type
+Inputs are read twice as a stream by expat (names first, then contents, written to a spool
+file as they are decided, so memory holds test names and repeated tests only), with a
+handler that refuses any document type
 declaration: JUnit reports never need one, and entity-expansion payloads need one to declare
 their entities. A malformed file is reported with its name, line and column. The output is
 written to a temporary file beside ``OUT`` and renamed over it only when the merge succeeded.
@@ -20,9 +22,12 @@ import glob
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from array import array
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from xml.parsers import expat
 
 from orchestrator.errors import UsageError
@@ -34,6 +39,10 @@ _RETRIES = ("flakyFailure", "flakyError", "rerunFailure", "rerunError")
 
 class MergeError(UsageError):
     """An input that cannot be merged; the message names the file (and line and column)."""
+
+
+#: Receives each test case read: its element, its suite's name and timestamp.
+CaseHandler = Callable[[ET.Element, str, str], None]
 
 
 @dataclass
@@ -87,10 +96,15 @@ def expand(patterns: Sequence[str]) -> list[Path]:
 class _Reader:
     """Streams one file's suites and test cases out of expat's callbacks."""
 
-    def __init__(self, path: Path, suites: dict[str, _Suite]) -> None:
+    def __init__(
+        self, path: Path, suites: dict[str, _Suite], on_case: CaseHandler, *, names_only: bool
+    ) -> None:
         self.path = path
         self.suites = suites
-        self.cases: list[_Case] = []
+        self.on_case = on_case
+        #: Hand over each test case's element without its contents (the first pass).
+        self.names_only = names_only
+        self.skipping = 0  # depth inside a test case whose contents are not kept
         self.stack: list[ET.Element] = []  # the open elements of the test case being read
         self.suite_stack: list[tuple[str, str]] = []  # (name, timestamp) of open suites
         self.text: list[str] = []
@@ -109,6 +123,9 @@ class _Reader:
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         self.depth += 1
+        if self.skipping:
+            self.skipping += 1
+            return
         if self.root is None:
             if tag not in ("testsuites", "testsuite"):
                 raise MergeError(
@@ -124,6 +141,10 @@ class _Reader:
         elif tag == "testcase":
             if not self.suite_stack:
                 raise MergeError(f"{self.path}: a <testcase> outside any <testsuite>")
+            if self.names_only:
+                self.on_case(ET.Element(tag, attrs), *self.suite_stack[-1])
+                self.skipping = 1
+                return
             self.stack.append(ET.Element(tag, attrs))
             self.text = []
         elif tag == "testsuite":
@@ -145,12 +166,15 @@ class _Reader:
 
     def end(self, tag: str) -> None:
         self.depth -= 1
+        if self.skipping:
+            self.skipping -= 1
+            return
         if self.stack:
             self._flush_text()
             element = self.stack.pop()
             if not self.stack:
                 name, stamp = self.suite_stack[-1]
-                self.cases.append(_Case(element, name, stamp, 0))
+                self.on_case(element, name, stamp)
         elif tag == "testsuite":
             self.suite_stack.pop()
         elif tag == "properties":
@@ -185,8 +209,10 @@ class _Reader:
         return self.root_time if self.root_time is not None else self.suite_time
 
 
-def _read(path: Path, suites: dict[str, _Suite]) -> _Reader:
-    reader = _Reader(path, suites)
+def _read(
+    path: Path, suites: dict[str, _Suite], on_case: CaseHandler, *, names_only: bool = False
+) -> _Reader:
+    reader = _Reader(path, suites, on_case, names_only=names_only)
     parser = expat.ParserCreate()
     parser.StartDoctypeDeclHandler = reader.refuse_doctype
     parser.EntityDeclHandler = reader.refuse_doctype
@@ -262,21 +288,55 @@ def _final(attempts: list[_Case]) -> ET.Element:
     return final
 
 
-def _suite_element(suite: _Suite, cases: list[ET.Element]) -> ET.Element:
-    counts = {"failure": 0, "error": 0, "skipped": 0}
-    for case in cases:
-        verdict = _verdict(case)
-        if verdict in counts:
-            counts[verdict] += 1
-    seconds = sum(_seconds(case.get("time", "0")) for case in cases)
+def _counts(verdicts: Counter[str], tests: int) -> dict[str, int]:
+    return {
+        "tests": tests,
+        "failures": verdicts["failure"],
+        "errors": verdicts["error"],
+        "skipped": verdicts["skipped"],
+    }
+
+
+class _Spool:
+    """The merged test cases, serialized into a temporary file as they are decided, with
+    where each suite's cases lie in it: memory holds offsets, not cases."""
+
+    def __init__(self, directory: Path) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by __exit__
+        self.ranges: dict[str, array[int]] = {}
+        self.verdicts: dict[str, Counter[str]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def add(self, element: ET.Element, suite: str) -> None:
+        data = ET.tostring(element, encoding="utf-8", xml_declaration=False)
+        offset = self.file.tell()
+        self.file.write(data + b"\n")
+        self.ranges.setdefault(suite, array("q")).extend((offset, len(data) + 1))
+        self.verdicts.setdefault(suite, Counter())[_verdict(element)] += 1
+        self.seconds[suite] = self.seconds.get(suite, 0.0) + _seconds(element.get("time", "0"))
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def counts(self, suite: str) -> dict[str, int]:
+        return _counts(self.verdicts[suite], len(self.ranges[suite]) // 2)
+
+    def copy(self, suite: str, out: IO[bytes]) -> None:
+        ranges = self.ranges[suite]
+        for i in range(0, len(ranges), 2):
+            self.file.seek(ranges[i])
+            out.write(self.file.read(ranges[i + 1]))
+
+
+def _suite_head(suite: _Suite, counts: dict[str, int], seconds: float) -> bytes:
     element = ET.Element(
         "testsuite",
         {
             "name": suite.name,
-            "tests": str(len(cases)),
-            "failures": str(counts["failure"]),
-            "errors": str(counts["error"]),
-            "skipped": str(counts["skipped"]),
+            **{k: str(v) for k, v in counts.items()},
             "time": f"{seconds:.3f}",
             **suite.attrs,
         },
@@ -285,55 +345,94 @@ def _suite_element(suite: _Suite, cases: list[ET.Element]) -> ET.Element:
         properties = ET.SubElement(element, "properties")
         for name, value in suite.properties:
             ET.SubElement(properties, "property", {"name": name, "value": value})
-    element.extend(cases)
-    if suite.out:
-        ET.SubElement(element, "system-out").text = "\n".join(suite.out)
-    if suite.err:
-        ET.SubElement(element, "system-err").text = "\n".join(suite.err)
-    return element
+    text: bytes = ET.tostring(element, encoding="utf-8")
+    # An element with children ends "</testsuite>", an empty one "/>": keep the start only.
+    if text.endswith(b"</testsuite>"):
+        return text[: -len(b"</testsuite>")] + b"\n"
+    return text[: -len(b" />")] + b">\n"
+
+
+def _suite_tail(suite: _Suite) -> bytes:
+    tail = b""
+    for tag, texts in (("system-out", suite.out), ("system-err", suite.err)):
+        if texts:
+            element = ET.Element(tag)
+            element.text = "\n".join(texts)
+            tail += ET.tostring(element, encoding="utf-8") + b"\n"
+    return tail + b"</testsuite>\n"
 
 
 def merge(out: Path, inputs: Sequence[Path], *, time: str = "sum") -> MergeResult:
     """Merge ``inputs`` into ``out``. ``time`` is ``sum`` (the inputs' times added up) or
     ``wall`` (the longest input's: parallel jobs).
+
+    Two passes over the inputs keep memory to the tests' names: the first finds which test
+    appears more than once and where its final attempt is, the second writes every other
+    test case straight out and holds only the repeated ones until they are merged.
     """
     if time not in ("sum", "wall"):
         raise MergeError(f"--time {time!r}: use sum (added up) or wall (the longest input)")
     if not inputs:
         raise MergeError("no input files; give JUnit XML files or glob patterns")
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise MergeError(f"{out}: its directory {directory} does not exist")
     suites: dict[str, _Suite] = {}
-    by_test: dict[tuple[str, str], list[_Case]] = {}
+    seen: dict[tuple[str, str], int] = {}
     totals: list[float] = []
-    order = 0
+
+    def count(element: ET.Element, suite: str, stamp: str) -> None:
+        key = (element.get("classname", ""), element.get("name", ""))
+        seen[key] = seen.get(key, 0) + 1
+
     for path in inputs:
-        reader = _read(path, suites)
-        totals.append(reader.total_time)
-        for case in reader.cases:
-            case.order = order
+        totals.append(_read(path, suites, count, names_only=True).total_time)
+    repeated: dict[tuple[str, str], list[_Case]] = {k: [] for k, n in seen.items() if n > 1}
+    duplicates = sum(n - 1 for n in seen.values())
+    seen.clear()
+    order = 0
+    with _Spool(directory) as spool:
+
+        def keep(element: ET.Element, suite: str, stamp: str) -> None:
+            nonlocal order
+            key = (element.get("classname", ""), element.get("name", ""))
+            attempts = repeated.get(key)
+            if attempts is None:
+                spool.add(element, suite)
+            else:
+                attempts.append(_Case(element, suite, stamp, order))
             order += 1
-            key = (case.element.get("classname", ""), case.element.get("name", ""))
-            by_test.setdefault(key, []).append(case)
-    per_suite: dict[str, list[ET.Element]] = {name: [] for name in suites}
-    duplicates = 0
-    for attempts in by_test.values():
-        duplicates += len(attempts) - 1
-        suite = max(attempts, key=lambda c: (c.stamp, c.order)).suite
-        per_suite[suite].append(_final(attempts))
-    root = ET.Element("testsuites")
-    elements = [_suite_element(suites[name], cases) for name, cases in per_suite.items() if cases]
-    root.extend(elements)
-    counts = {
-        key: sum(int(e.get(key, "0")) for e in elements)
-        for key in ("tests", "failures", "errors", "skipped")
-    }
-    seconds = sum(totals) if time == "sum" else max(totals, default=0.0)
-    for attr in ("tests", "failures", "errors"):  # junit-10 has no "skipped" here
-        root.set(attr, str(counts[attr]))
-    root.set("time", f"{seconds:.3f}")
-    _write_atomically(root, out)
+
+        for path in inputs:
+            _read(path, {}, keep)
+        for attempts in repeated.values():
+            final = _final(attempts)
+            spool.add(final, max(attempts, key=lambda c: (c.stamp, c.order)).suite)
+        repeated.clear()
+        names = [name for name in suites if name in spool.ranges]
+        counts = {
+            key: sum(spool.counts(name)[key] for name in names)
+            for key in ("tests", "failures", "errors", "skipped")
+        }
+        seconds = sum(totals) if time == "sum" else max(totals, default=0.0)
+
+        def write(stream: IO[bytes]) -> None:
+            stream.write(b"<?xml version='1.0' encoding='utf-8'?>\n")
+            stream.write(  # junit-10 has no "skipped" on <testsuites>
+                f'<testsuites tests="{counts["tests"]}" failures="{counts["failures"]}" '
+                f'errors="{counts["errors"]}" time="{seconds:.3f}">\n'.encode()
+            )
+            for name in names:
+                suite = suites[name]
+                stream.write(_suite_head(suite, spool.counts(name), spool.seconds[name]))
+                spool.copy(name, stream)
+                stream.write(_suite_tail(suite))
+            stream.write(b"</testsuites>\n")
+
+        _write_atomically(out, write)
     return MergeResult(
         files=len(inputs),
-        suites=len(elements),
+        suites=len(names),
         tests=counts["tests"],
         failures=counts["failures"],
         errors=counts["errors"],
@@ -342,14 +441,12 @@ def merge(out: Path, inputs: Sequence[Path], *, time: str = "sum") -> MergeResul
     )
 
 
-def _write_atomically(root: ET.Element, out: Path) -> None:
+def _write_atomically(out: Path, write: Callable[[IO[bytes]], None]) -> None:
     directory = out.parent if str(out.parent) else Path(".")
-    if not directory.is_dir():
-        raise MergeError(f"{out}: its directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as stream:
-            ET.ElementTree(root).write(stream, encoding="utf-8", xml_declaration=True)
+            write(stream)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(OSError):
