@@ -83,7 +83,8 @@ def make_plan(
     if classes and len(classes) != len(nodeids):
         raise ValueError("one resource class per test, or none at all")
     estimates, known = estimate(nodeids, history)
-    order = sorted(range(len(nodeids)), key=lambda i: (-estimates[i], i))
+    # Longest first; a stable sort keeps equal estimates in collection order, reversed too.
+    order = sorted(range(len(nodeids)), key=estimates.__getitem__, reverse=True)
     return Plan(tuple(nodeids), tuple(estimates), tuple(order), known, tuple(classes))
 
 
