@@ -130,3 +130,22 @@ def test_a_bad_shard_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--shard=3/2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--shard 3/2: K must be between 1 and N*"])
+
+
+def test_the_split_comes_after_kind_selection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_k="""
+        import pytest
+        @pytest.mark.parametrize("i", range(6))
+        def test_unit(i): pass
+        @pytest.mark.integration
+        @pytest.mark.parametrize("i", range(4))
+        def test_integ(i): pass
+        """
+    )
+    for k in (1, 2):
+        result = pytester.runpytest_subprocess(
+            "--kinds=integration", f"--shard={k}/2", f"--ray-durations=job{k}.db"
+        )
+        result.assert_outcomes(passed=2, deselected=8)
+        result.stdout.fnmatch_lines([f"orchestrator: shard {k}/2 (--shard): 2 of 4 tests*"])
