@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from orchestrator.ray_executor import RayExecutor
 
 SLOWEST_SHOWN = 5
-#: Workers started before collection when their number is left to us on a cluster; more
-#: are started after planning if the suite can use them.
+#: Workers started before collection when their number is left to us (``auto``); more are
+#: started after planning if the suite can use them, and those it cannot are closed.
 EARLY_WORKERS_MAX = 32
 
 
@@ -112,7 +112,7 @@ class RaySession:
                 info = executor.connect(local_cpus=0)
                 count = min(self.options.workers or EARLY_WORKERS_MAX, max(1, info.cpus))
             else:
-                count = self.options.workers or available_cpus()
+                count = self.options.workers or min(available_cpus(), EARLY_WORKERS_MAX)
                 info = executor.connect(local_cpus=max(count, available_cpus()))
             env = dict(os.environ)
             env.update(thread_env(os.environ, available_cpus(), count))
