@@ -11,13 +11,12 @@ pytest's ``record_property`` would not. Files are replaced atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.atomic import replace_atomically
 from orchestrator.kinds import DEFAULT_KIND, KINDS, PIPELINES, pipeline_of
 
 
@@ -79,15 +78,9 @@ def _suite(
 
 
 def _write(root: ET.Element, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            ET.ElementTree(root).write(handle, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(
+        path, lambda stream: ET.ElementTree(root).write(stream, "utf-8", xml_declaration=True)
+    )
 
 
 def regroup(

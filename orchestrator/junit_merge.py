@@ -17,7 +17,6 @@ written to a temporary file beside ``OUT`` and renamed over it only when the mer
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO
 from xml.parsers import expat
 
+from orchestrator.atomic import replace_atomically
 from orchestrator.errors import UsageError
 
 #: Outcome elements of a test case, and the rerun/flaky elements recording earlier attempts.
@@ -429,7 +429,7 @@ def merge(out: Path, inputs: Sequence[Path], *, time: str = "sum") -> MergeResul
                 stream.write(_suite_tail(suite))
             stream.write(b"</testsuites>\n")
 
-        _write_atomically(out, write)
+        replace_atomically(out, write)
     return MergeResult(
         files=len(inputs),
         suites=len(names),
@@ -439,16 +439,3 @@ def merge(out: Path, inputs: Sequence[Path], *, time: str = "sum") -> MergeResul
         skipped=counts["skipped"],
         duplicates=duplicates,
     )
-
-
-def _write_atomically(out: Path, write: Callable[[IO[bytes]], None]) -> None:
-    directory = out.parent if str(out.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

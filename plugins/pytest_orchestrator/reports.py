@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
+from orchestrator.atomic import write_text_atomically
 from orchestrator.html_report import render
 from orchestrator.run_report import (
     TestRecord,
@@ -21,7 +22,6 @@ from orchestrator.run_report import (
     failure_message,
     metric_entries,
     to_json,
-    write_atomically,
 )
 from pytest_orchestrator.pipelines import Pipelines
 
@@ -74,10 +74,10 @@ class ReportsPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         report = self._report(int(exitstatus))
         if self.json_path is not None:
-            write_atomically(self.json_path, to_json(report))
+            write_text_atomically(self.json_path, to_json(report))
             self.written.append(f"JSON report: {self.json_path}")
         if self.html_path is not None:
-            write_atomically(self.html_path, render(report))
+            write_text_atomically(self.html_path, render(report))
             self.written.append(f"HTML report: {self.html_path}")
 
     def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
