@@ -265,6 +265,11 @@ def _show(args: argparse.Namespace) -> int:
     print(f"{len(durations)} tests, {format_duration(total)} in total, in {store.path}")
     for nodeid, seconds in longest:
         print(f"{format_duration(seconds):>9}  {nodeid}")
+    entries = sorted(store.entry_costs().items(), key=lambda kv: -kv[1])[: max(1, args.top)]
+    if entries:
+        print("entering a file (its module fixtures), the costliest:")
+        for path, seconds in entries:
+            print(f"{format_duration(seconds):>9}  {path}")
     return 0
 
 

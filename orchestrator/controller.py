@@ -55,6 +55,22 @@ def worker_init(
     return init
 
 
+PHASES = ("setup", "call", "teardown")
+
+
+def _plain(when: str, timings: Sequence[float]) -> Message:
+    """The report data of a phase that passed plainly, from its (duration, start, stop)."""
+    duration, start, stop = timings
+    return {
+        "$plain": True,
+        "outcome": "passed",
+        "when": when,
+        "duration": duration,
+        "start": start,
+        "stop": stop,
+    }
+
+
 class Listener(Protocol):
     """What the controller tells the outside world (the pytest plugin implements it)."""
 
@@ -108,6 +124,7 @@ class Controller:
         workerinput: Mapping[str, Any] | None = None,
         testrunuid: str | None = None,
         launched: Sequence[str] = (),
+        entry_costs: Mapping[str, float] | None = None,
     ) -> None:
         """``needs`` are the distinct resource needs (``plan.classes`` index them) and
         ``shapes`` the workers to start; without them every worker runs every test.
@@ -116,6 +133,8 @@ class Controller:
         while the suite was being collected (see :func:`worker_init`; they are named
         ``gw0``, ``gw1``, ...): they take the places of default workers, and those not
         needed are closed. ``workerinput`` reaches every worker's ``config.workerinput``.
+        ``entry_costs`` are the recorded costs of entering each test file (see
+        :class:`orchestrator.scheduler.Scheduler`).
         """
         self.plan = plan
         self.executor = executor
@@ -123,7 +142,7 @@ class Controller:
         self.needs = list(needs)
         self.shapes: list[Resources | None] = list(shapes) or [None] * workers
         workers = len(self.shapes)
-        self.scheduler = Scheduler(plan, workers)
+        self.scheduler = Scheduler(plan, workers, entry_costs=entry_costs)
         self.workerinput = dict(workerinput or {})
         self.launched = list(launched)
         self.retry = retry or RetryPolicy()
@@ -262,15 +281,14 @@ class Controller:
         kind = event["t"]
         if kind == "report":
             self._report(worker, event)
-        elif kind == "ok":  # a plain pass, timings only (see worker.PLAIN_FIELDS)
-            data = {
-                "$plain": True,
-                "outcome": "passed",
-                "when": event["w"],
-                "duration": event["d"],
-                "start": event["s"],
-                "stop": event["e"],
-            }
+        elif kind == "pass":  # three plain passed phases, timings only
+            setup, call, teardown = (
+                _plain(when, timings) for when, timings in zip(PHASES, event["p"], strict=True)
+            )
+            setup["location"] = event["l"]
+            self._test_done(worker, event["i"], [(setup, None), (call, None), (teardown, None)])
+        elif kind == "ok":  # one plain passed phase (see worker.PLAIN_FIELDS)
+            data = _plain(event["w"], event["p"])
             if "l" in event:
                 data["location"] = event["l"]
             self._report(worker, {"i": event["i"], "r": data})
@@ -338,11 +356,16 @@ class Controller:
             self.stats.first_test_at = time.time()
         index, data = event["i"], event["r"]
         self._partial.setdefault(index, []).append((data, event.get("text")))
-        if data.get("when") != "teardown":
-            return
-        self.scheduler.finished(worker, index)
+        if data.get("when") == "teardown":
+            self._test_done(worker, index, self._partial.pop(index))
+
+    def _test_done(self, worker: str, index: int, parts: list[tuple[Message, str | None]]) -> None:
+        """All phases of test ``index`` arrived from ``worker``: (report data, text) each."""
+        if self.stats.first_test_at is None:
+            self.stats.first_test_at = time.time()
+        setup = next((d.get("duration") for d, _ in parts if d.get("when") == "setup"), None)
+        self.scheduler.finished(worker, index, setup)
         self._since[worker] = time.monotonic()
-        parts = self._partial.pop(index)
         attempt = Attempt(
             worker=worker,
             reports=tuple(d for d, _ in parts),

@@ -22,6 +22,9 @@ from orchestrator.planner import junit_key
 
 #: Weight of the newest run in the moving average of a test's duration.
 NEW_WEIGHT = 0.5
+#: Rows under this prefix hold what entering a test file costs (its module fixtures),
+#: keyed by the file's path; the scheduler uses them near the end of a run.
+ENTRY_PREFIX = "entry:"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durations (
     nodeid TEXT PRIMARY KEY,
@@ -106,19 +109,31 @@ class DurationStore(SqliteStore):
     consequence = "Scheduling falls back to estimates for this run."
 
     def load(self) -> dict[str, float]:
-        """All recorded durations; an empty mapping when there is no usable store."""
+        """All recorded test durations; an empty mapping when there is no usable store."""
+        return self._select("NOT (nodeid >= ? AND nodeid < ?)", 0)
+
+    def entry_costs(self) -> dict[str, float]:
+        """Recorded cost of entering each test file (see :data:`ENTRY_PREFIX`), by path."""
+        return self._select("nodeid >= ? AND nodeid < ?", len(ENTRY_PREFIX))
+
+    def _select(self, where: str, strip: int) -> dict[str, float]:
+        # Keys under the prefix sort between it and the prefix with its last character
+        # moved one on (":" -> ";").
+        bounds = (ENTRY_PREFIX, ENTRY_PREFIX[:-1] + chr(ord(ENTRY_PREFIX[-1]) + 1))
         if not self.path.exists():
             return {}
         try:
             conn = self._connect()
             try:
-                rows = conn.execute("SELECT nodeid, seconds FROM durations").fetchall()
+                rows = conn.execute(
+                    f"SELECT nodeid, seconds FROM durations WHERE {where}", bounds
+                ).fetchall()
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
+            self._set_aside(exc, stacklevel=4)
             return {}
-        return {str(nodeid): float(seconds) for nodeid, seconds in rows}
+        return {str(nodeid)[strip:]: float(seconds) for nodeid, seconds in rows}
 
     def rows(self) -> dict[str, tuple[float, int, float]]:
         """Every test's (seconds, samples, updated); for merging stores. Unlike

@@ -2,7 +2,8 @@
 
 Owner -> worker: ``init`` (once), then ``run`` (test indices), ``finish`` or ``stop``.
 Worker -> owner: ``ready`` (after collection), ``report`` (one per test phase; ``ok``
-with timings only for a plain passed phase), ``warning``, ``need`` (out of work),
+with timings only for a plain passed phase, ``pass`` for a test whose three phases all
+passed plainly), ``warning``, ``need`` (out of work),
 ``bye`` (session over). A synthetic ``exit``
 event is added by the owner when the process ends, with its exit status.
 """

@@ -9,8 +9,12 @@ Batches stay within one test file where they can, and once no long test is waiti
 longest queued test fits in one batch) a worker keeps to the file it is in, and one
 changing files picks a file no other worker is in: pytest tears a module's fixtures down
 when the next test is in another file, so every switch can cost a model load or a
-database set-up again. Long tests still go first; every worker stays busy while work is
-queued, so the greedy makespan bound (total / workers + longest) holds.
+database set-up again. Long tests still go first. Near the end, a worker that has no
+free file left joins one another worker is in only when that pays: the cost of entering a
+file (its module fixtures, learnt from the setup times reported during the run) against
+the share of its queued work the worker would take over. Without such costs every worker
+stays busy while work is queued, so the greedy makespan bound (total / workers + longest)
+holds.
 
 Tests that need particular resources (a GPU, more CPUs) form resource classes, each
 with its own longest-first queue. A worker serves the classes its shape can run, in
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from orchestrator.planner import Plan
 
@@ -76,7 +80,10 @@ class Scheduler:
         min_batch_seconds: float = MIN_BATCH_SECONDS,
         max_batch_tests: int = MAX_BATCH_TESTS,
         stay_in_file: bool = True,
+        entry_costs: Mapping[str, float] | None = None,
     ) -> None:
+        """``entry_costs`` are earlier runs' costs of entering a file (by path), used
+        until this run has measured its own."""
         if workers < 1:
             raise ValueError("a scheduler needs at least one worker")
         self.plan = plan
@@ -84,6 +91,7 @@ class Scheduler:
         files: dict[str, int] = {}
         #: Each test's file, as a small number.
         self._file = [files.setdefault(file_of(n), len(files)) for n in plan.nodeids]
+        self._file_number = files
         #: Each test's queue generation, and whether it is queued now.
         self._gen = [0] * len(plan.nodeids)
         self._queued = [False] * len(plan.nodeids)
@@ -92,6 +100,8 @@ class Scheduler:
         self._fill()
         #: The file of the last test each worker was given.
         self._file_at: dict[str, int] = {}
+        #: How many workers are in each file (by ``_file_at``).
+        self._in_file: dict[int, int] = {}
         #: The classes each worker serves, in its order of preference.
         self._serves: dict[str, tuple[int, ...]] = {}
         #: Tests to run again, each with the workers it already failed on.
@@ -107,6 +117,15 @@ class Scheduler:
         # shrinking batch size applies (else a new suite goes out one test at a time).
         self._cap = max(plan.longest, min_batch_seconds) if plan.known else math.inf
         self._stay = stay_in_file
+        #: Per file, the longest and shortest setup phase seen: their difference is the
+        #: cost of entering the file (module and class fixtures built for its first test).
+        self._setup_range: dict[int, tuple[float, float]] = {}
+        self._prior = {
+            files[path]: cost for path, cost in (entry_costs or {}).items() if path in files
+        }
+        #: Workers that finished a test (a worker's first setup also builds session
+        #: fixtures, which would be charged to its file).
+        self._warm: set[str] = set()
         self.stopped = False
 
     # -- queries ---------------------------------------------------------------------
@@ -172,8 +191,9 @@ class Scheduler:
             self._queued_seconds -= self.plan.estimates[retry]
             self._assigned.setdefault(worker, deque()).append(retry)
             return [retry]
-        queue = next(
-            (q for c in self.serves(worker) if (q := self._queues.get(c)) and q.count), None
+        cls, queue = next(
+            ((c, q) for c in self.serves(worker) if (q := self._queues.get(c)) and q.count),
+            (0, None),
         )
         if queue is None:
             return []
@@ -182,54 +202,112 @@ class Scheduler:
         target = min(max(target, self._min_batch), self._cap)
         head = self._peek(queue.main)
         assert head is not None
-        first = self._choose(worker, queue) if self._stay else head
+        first = self._choose(worker, cls, queue, self._file_at.get(worker)) if self._stay else head
+        if first is None:
+            return []  # joining any file left would cost more than it saves: wait
         batch = [first]
         seconds = estimates[first]
         self._take(queue, first)
         file = self._file[first]
         while len(batch) < self._max_tests:
-            same = queue.by_file.get(file) if self._stay else None
-            nxt = self._peek(same) if same is not None else None
-            if nxt is None:  # this file is done: carry on with the longest queued test
-                nxt = self._peek(queue.main)
+            if self._stay:  # this file, else the file a new batch would start with
+                same = queue.by_file.get(file)
+                nxt = self._peek(same) if same is not None else None
                 if nxt is None:
-                    break
+                    nxt = self._choose(worker, cls, queue, None)
+            else:
+                nxt = self._peek(queue.main)
+            if nxt is None:
+                break
             if seconds + estimates[nxt] > target:
                 break
             self._take(queue, nxt)
             batch.append(nxt)
             seconds += estimates[nxt]
             file = self._file[nxt]
-        self._file_at[worker] = file
+        self._move(worker, file)
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
 
-    def _choose(self, worker: str, queue: _Queue) -> int:
-        """The test to start a batch with: the longest left in the worker's own file;
+    def _choose(self, worker: str, cls: int, queue: _Queue, here: int | None) -> int | None:
+        """The next test for a worker in file ``here``: the longest left in that file;
         else in the file with the most work left that no other worker is in; else in the
-        file with the most work left. Files go longest first, as tests would."""
-        here = self._file_at.get(worker)
+        file with the most work left that is worth joining (see :meth:`_pays`); else none.
+        Files go longest first, as tests would."""
         entries = queue.by_file.get(here) if here is not None else None
         same = self._peek(entries) if entries is not None else None
         if same is not None:
             return same
-        taken = {f for w, f in self._file_at.items() if w != worker}
         best: tuple[float, int] | None = None  # (work left, first test) of the best file
         best_any: tuple[float, int] | None = None
-        for file in list(queue.by_file):
+        in_file, mine = self._in_file, self._file_at.get(worker)
+        for file, left in list(queue.left.items()):
+            if best is not None and left < best[0]:
+                continue
             candidate = self._peek(queue.by_file[file])
             if candidate is None:
                 del queue.by_file[file], queue.left[file]
                 continue
-            key = (queue.left[file], -candidate)
-            if best_any is None or key > best_any:
-                best_any = key
-            if file not in taken and (best is None or key > best):
+            key = (left, -candidate)
+            if best is not None and key <= best:
+                continue
+            others = in_file.get(file, 0) - (file == mine)
+            if others and len(self._queues) > 1:
+                others = self._others_in(worker, cls, file)
+            if not others:
                 best = key
+            elif (best_any is None or key > best_any) and self._pays(file, others, key[0]):
+                best_any = key
         chosen = best if best is not None else best_any
-        assert chosen is not None, "a queue with tests has a file with tests"
-        return -chosen[1]
+        return None if chosen is None else -chosen[1]
+
+    def _move(self, worker: str, file: int | None) -> None:
+        """Record that ``worker`` is now in ``file`` (``None``: in none)."""
+        old = self._file_at.pop(worker, None)
+        if old is not None:
+            self._in_file[old] -= 1
+        if file is not None:
+            self._file_at[worker] = file
+            self._in_file[file] = self._in_file.get(file, 0) + 1
+
+    def _others_in(self, worker: str, cls: int, file: int) -> int:
+        """How many other workers that serve class ``cls`` are in ``file``."""
+        return sum(
+            1
+            for other, at in self._file_at.items()
+            if at == file and other != worker and cls in self.serves(other)
+        )
+
+    def entry_cost(self, path: str) -> float:
+        """Seconds a worker spends entering the test file ``path`` beyond a test's usual
+        setup, as learnt so far in this run (0.0 when nothing is known)."""
+        file = self._file_number.get(path)
+        return 0.0 if file is None else self._entry_cost(file)
+
+    def _entry_cost(self, file: int) -> float:
+        seen = self._setup_range.get(file)
+        if seen is None or seen[0] == seen[1]:  # fewer than two setups measured
+            return self._prior.get(file, 0.0)
+        return seen[0] - seen[1]
+
+    def learnt_entry_costs(self) -> dict[str, float]:
+        """The entry costs measured in this run, by file path (for the next run)."""
+        paths = {number: path for path, number in self._file_number.items()}
+        return {
+            paths[file]: longest - shortest
+            for file, (longest, shortest) in self._setup_range.items()
+            if longest > shortest
+        }
+
+    def _pays(self, file: int, others: int, left: float) -> bool:
+        """Does one more worker in a file ``others`` workers are in finish it sooner?
+
+        They would take ``left / others`` seconds; with one more, the newcomer needs its
+        entry cost plus ``left / (others + 1)``.
+        """
+        cost = self._entry_cost(file)
+        return cost <= 0.0 or cost < left / (others * (others + 1))
 
     def _fill(self) -> None:
         """Queue every test in plan order: :meth:`_enqueue` for each, done in bulk (a
@@ -299,8 +377,10 @@ class Scheduler:
         self._retries.append(index)
         self._queued_seconds += self.plan.estimates[index]
 
-    def finished(self, worker: str, index: int) -> None:
-        """``worker`` reported the last phase of test ``index``."""
+    def finished(self, worker: str, index: int, setup_seconds: float | None = None) -> None:
+        """``worker`` reported the last phase of test ``index``; ``setup_seconds`` is its
+        setup phase's duration, when known (it teaches the scheduler what entering the
+        test's file costs)."""
         pending = self._assigned.get(worker)
         if pending and pending[0] == index:
             pending.popleft()
@@ -309,6 +389,15 @@ class Scheduler:
         else:
             raise ValueError(f"test {index} was not assigned to worker {worker!r}")
         self._done.add(index)
+        if setup_seconds is not None:
+            if worker in self._warm:
+                file = self._file[index]
+                longest, shortest = self._setup_range.get(file, (setup_seconds, setup_seconds))
+                self._setup_range[file] = (
+                    max(longest, setup_seconds),
+                    min(shortest, setup_seconds),
+                )
+            self._warm.add(worker)
 
     def worker_lost(self, worker: str) -> tuple[int | None, list[int]]:
         """Forget ``worker``: return the test it was running and requeue the rest.
@@ -323,7 +412,7 @@ class Scheduler:
         self.requeue(pending)
         self._workers = max(1, self._workers - 1)
         self._serves.pop(worker, None)
-        self._file_at.pop(worker, None)
+        self._move(worker, None)
         return running, list(pending)
 
     def requeue(self, indices: Iterable[int]) -> None:
@@ -355,5 +444,5 @@ class Scheduler:
         """
         self._workers = max(1, self._workers - 1)
         self._serves.pop(worker, None)
-        self._file_at.pop(worker, None)
+        self._move(worker, None)
         return list(self._assigned.pop(worker, ()))

@@ -71,14 +71,14 @@ def simulate(
         t = now + latency
         for index in batch:
             file = file_of(plan.nodeids[index])
+            setup = 0.0
             if last_file.get(w) != file:
                 last_file[w] = file
                 setups += 1
-                t += costs.get(file, 0.0)
-                busy[w] += costs.get(file, 0.0)
-            t += durations[index]
-            busy[w] += durations[index]
+                setup = costs.get(file, 0.0)
+            t += setup + durations[index]
+            busy[w] += setup + durations[index]
             runs[w].append(index)
-            sched.finished(names[w], index)
+            sched.finished(names[w], index, setup)
         heapq.heappush(ready, (t, w))
     return Simulation(makespan, tuple(busy), dispatches, tuple(tuple(r) for r in runs), setups)

@@ -94,6 +94,9 @@ class WorkerPlugin:
         self.current = -1
         self.asked = False
         self._keyword_cache: dict[str, dict[str, int]] = {}
+        #: The current test's plain passed phases not sent yet: (when, timings as JSON,
+        #: location as JSON for the setup phase).
+        self._held: list[tuple[str, str, str | None]] = []
 
     # -- set-up ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -221,22 +224,45 @@ class WorkerPlugin:
         assert self.config is not None
         if self._plain_pass(report):
             # Most reports: a pass with no output. The controller rebuilds them from its
-            # own copy of the test; only the timings travel.
+            # own copy of the test; only the timings travel, and a test whose three
+            # phases all passed plainly travels as one ``pass`` line.
             # Formatted by hand: json.dumps costs more than the rest of this path. The
             # setup phase brings the test's location along (the controller would spend
             # more on working it out again than on reading it).
-            where = f',"l":{json.dumps(report.location)}' if report.when == "setup" else ""
-            line = (
-                f'{{"t":"ok","i":{self.current},"w":"{report.when}","d":{report.duration!r},'
-                f'"s":{report.start!r},"e":{report.stop!r}{where}}}\n'
-            )
-            self.channel.send_raw(line.encode(), flush=False)
+            timings = f"[{report.duration!r},{report.start!r},{report.stop!r}]"
+            held = self._held
+            if report.when == "setup":
+                self._held = [("setup", timings, json.dumps(report.location))]
+            elif report.when == "call" and len(held) == 1:
+                held.append(("call", timings, None))
+            elif report.when == "teardown" and len(held) == 2:
+                self._held = []
+                line = (
+                    f'{{"t":"pass","i":{self.current},"p":[{held[0][1]},{held[1][1]},'
+                    f'{timings}],"l":{held[0][2]}}}\n'
+                )
+                self.channel.send_raw(line.encode(), flush=False)
+            else:
+                self._held.append((report.when, timings, None))
+                self._release_held()
         else:
+            self._release_held()
             data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
             message: Message = {"t": "report", "i": self.current, "r": data}
             if report.failed:
                 message["text"] = report.longreprtext  # for --retry-only and rerun records
             self.channel.send(message)
+        self._after(report)
+
+    def _release_held(self) -> None:
+        """Send the held phases one by one (not every phase of the test passed plainly)."""
+        for when, timings, location in self._held:
+            where = f',"l":{location}' if location else ""
+            line = f'{{"t":"ok","i":{self.current},"w":"{when}","p":{timings}{where}}}\n'
+            self.channel.send_raw(line.encode(), flush=False)
+        self._held = []
+
+    def _after(self, report: pytest.TestReport) -> None:
         # Ask for the next test as soon as this one's outcome is known, so that the wait
         # for work is not counted in the teardown's duration.
         if self.lazy_next is not None and (

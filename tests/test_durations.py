@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.durations import (
+    ENTRY_PREFIX,
     DurationStore,
     StoreWarning,
     read_durations_file,
@@ -28,6 +29,15 @@ def test_record_and_load_moving_average(tmp_path: Path) -> None:
     store.record({"a.py::t": 10.0}, replace=True)
     assert store.load()["a.py::t"] == 10.0
     assert (tmp_path / "d" / ".gitignore").exists()
+
+
+def test_file_entry_costs_are_kept_apart_from_test_durations(tmp_path: Path) -> None:
+    store = DurationStore(tmp_path / "durations.db")
+    store.record({"a.py::t": 1.0, ENTRY_PREFIX + "a.py": 2.0, "entry_b.py::t": 0.5})
+    store.record({ENTRY_PREFIX + "a.py": 4.0})
+    assert store.load() == {"a.py::t": 1.0, "entry_b.py::t": 0.5}
+    assert store.entry_costs() == {"a.py": 3.0}
+    assert DurationStore(tmp_path / "missing.db").entry_costs() == {}
 
 
 def test_bad_values_are_ignored(tmp_path: Path) -> None:

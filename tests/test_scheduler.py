@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -181,6 +182,68 @@ def test_workers_stay_in_their_file_while_work_is_plentiful() -> None:
     assert staying.setups <= 8 + 2  # each file entered about once, plus the final split
     assert staying.setups < hopping.setups
     assert staying.makespan < hopping.makespan
+
+
+class _BlindToSetups(Scheduler):
+    """The same scheduler, never told what entering a file costs."""
+
+    def finished(self, worker: str, index: int, setup_seconds: float | None = None) -> None:
+        super().finished(worker, index)
+
+
+def test_end_game_does_not_split_a_file_when_its_fixture_costs_more_than_it_saves() -> None:
+    # Like benchmarks' fixture-heavy suite: eight files, each with a 1-2 s module fixture
+    # and 10-30 short tests. Near the end, a worker that ran out of files would rebuild
+    # another worker's fixture to run its last few tests.
+    rng = random.Random(11)
+    nodeids, history, costs = [], {}, {}
+    for m in range(8):
+        costs[f"t/test_m{m}.py"] = rng.uniform(1.0, 2.0)
+        for t in range(rng.randint(10, 30)):
+            nodeid = f"t/test_m{m}.py::test_{t}"
+            nodeids.append(nodeid)
+            history[nodeid] = rng.uniform(0.003, 0.03)
+    plan = make_plan(nodeids, history)
+    for workers in (2, 3):
+        aware = simulate(plan, workers, setup_cost=costs)
+        blind = simulate(plan, workers, setup_cost=costs, scheduler=_BlindToSetups(plan, workers))
+        assert aware.setups == 8  # every file entered once
+        assert blind.setups > aware.setups
+        assert aware.makespan < blind.makespan
+        assert sorted(i for run in aware.runs for i in run) == list(range(len(nodeids)))
+
+
+def test_a_file_with_enough_work_left_is_still_shared() -> None:
+    # One file: 40 tests of 0.5 s behind a 1 s fixture. Splitting it pays.
+    nodeids = [f"t/test_big.py::test_{i}" for i in range(40)]
+    plan = make_plan(nodeids, dict.fromkeys(nodeids, 0.5))
+    sim = simulate(plan, 2, setup_cost={"t/test_big.py": 1.0})
+    assert all(run for run in sim.runs)
+    assert sim.makespan < 0.5 * 40 / 2 + 1.0 + 2.0
+
+
+def test_recorded_entry_costs_count_before_the_run_measures_its_own() -> None:
+    # File a (ten 0.05 s tests) behind a 5 s fixture, file b short. The worker done with b
+    # cannot have measured a's fixture (its owner is still in its first test), but the
+    # previous run's figure says joining would cost more than it saves.
+    nodeids = [f"t/test_a.py::test_{i}" for i in range(10)] + ["t/test_b.py::test_0"]
+    plan = make_plan(nodeids, {**dict.fromkeys(nodeids[:10], 0.05), nodeids[10]: 0.01})
+    costs = {"t/test_a.py": 5.0}
+    recorded = Scheduler(plan, 2, max_batch_tests=1, entry_costs=costs)
+    assert simulate(plan, 2, setup_cost=costs, scheduler=recorded).setups == 2
+    unknown = Scheduler(plan, 2, max_batch_tests=1)
+    assert simulate(plan, 2, setup_cost=costs, scheduler=unknown).setups == 3
+
+
+def test_entry_cost_is_learnt_from_setups_after_a_workers_first_test() -> None:
+    nodeids = [f"t/test_a.py::test_{i}" for i in range(4)]
+    sched = Scheduler(make_plan(nodeids, {}), 1, max_batch_tests=1)
+    setups = [3.0, 1.0, 0.01, 0.02]  # the first also built the session's fixtures
+    for seconds in setups:
+        (index,) = sched.next_batch("w")
+        sched.finished("w", index, seconds)
+    assert sched.entry_cost("t/test_a.py") == pytest.approx(1.0 - 0.01)
+    assert sched.entry_cost("t/test_unknown.py") == 0.0
 
 
 @given(durations_st, st.integers(min_value=1, max_value=16))

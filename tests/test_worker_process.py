@@ -39,15 +39,24 @@ def suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _plain_report(index: int, when: str) -> Message:
+    return {"t": "report", "i": index, "r": {"when": when, "outcome": "passed"}, "plain": True}
+
+
 def _events(proc: WorkerProcess, deadline: float = 60.0) -> Iterator[Message]:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         for raw in proc.events(0.2):
             event = raw if isinstance(raw, dict) else decode(raw)
-            if event["t"] == "ok":  # a plain passed phase travels as timings only
-                when, outcome = event["w"], "passed"
-                event = {"t": "report", "i": event["i"], "r": {"when": when, "outcome": outcome}}
-                event["plain"] = True
+            # Plainly passed phases travel as timings only: one phase ("ok"), or all three.
+            if event["t"] == "ok":
+                yield _plain_report(event["i"], event["w"])
+                continue
+            if event["t"] == "pass":
+                assert len(event["p"]) == 3 and event["l"]
+                for when in ("setup", "call", "teardown"):
+                    yield _plain_report(event["i"], when)
+                continue
             yield event
             if event["t"] == "exit":
                 return

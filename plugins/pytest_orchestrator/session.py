@@ -31,7 +31,7 @@ from orchestrator.config import (
     thread_env,
 )
 from orchestrator.controller import Controller, RunStats, worker_init
-from orchestrator.durations import DurationStore
+from orchestrator.durations import ENTRY_PREFIX, DurationStore
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.executor import ClusterInfo
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
@@ -174,6 +174,7 @@ class RaySession:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             history = store.load()
+            entry_costs = store.entry_costs()
         for w in caught:
             self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
         needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
@@ -241,6 +242,7 @@ class RaySession:
                 workerinput={WORKERINPUT_KEY: self.pipelines.baselines},
                 testrunuid=self.testrunuid,
                 launched=launched,
+                entry_costs=entry_costs,
             )
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
@@ -509,7 +511,10 @@ class RaySession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.durations:
             try:
-                DurationStore(self.options.store_path).record(self.durations)
+                learnt = self.controller.scheduler.learnt_entry_costs() if self.controller else {}
+                DurationStore(self.options.store_path).record(
+                    {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}}
+                )
                 self._record_history()
             except (OSError, OrchestratorError) as exc:
                 self.terminal.line(
