@@ -1,4 +1,4 @@
-"""A Ray cluster kept running across a benchmark run, as ``ray start`` would keep one."""
+"""A Ray cluster kept running across a benchmark run, as ``orchestrator up`` keeps one."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import sys
 from collections.abc import Mapping
 from types import TracebackType
 
+# What the `orchestrator up` daemon does: a loopback head and one warm relay per CPU.
 _CLUSTER = """
-import logging, os, sys
-import ray
-ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR,
-         log_to_driver=False)
-print(ray.get_runtime_context().gcs_address, flush=True)
+import sys
+from orchestrator.ray_executor import start_local_head, start_pool
+cpus = int(sys.argv[1])
+address, shutdown, _ = start_local_head(cpus, None, {})
+relays = start_pool(cpus)
+print(address, flush=True)
 sys.stdin.read()
-ray.shutdown()
+shutdown()
 """
 
 
 class WarmCluster:
-    """A Ray cluster kept running for the duration of a benchmark, like `ray start`.
+    """A Ray cluster kept running for the duration of a benchmark, like `orchestrator up`.
 
     Ready when the constructor returns; ``close`` (or leaving the ``with`` block) stops it.
     """

@@ -92,7 +92,8 @@ FOOTNOTES = """\
 - *outcomes*: each test's outcome (JUnit) compared with serial pytest's.
 - *orchestrator cold*: an empty duration store; *warm*: the store the cold run left (or,
   without a cold run, the serial run's durations imported); *running cluster*: a Ray cluster
-  started before the command instead of one started and stopped by it.
+  started before the command, as `orchestrator up` starts one (with its warm worker relays),
+  instead of one started and stopped by it.
 """
 
 

@@ -3,8 +3,10 @@
 ``up`` starts a small daemon process that owns a Ray head on loopback (no dashboard)
 and records its address in ``<root>/.orchestrator/cluster.json``. Runs in that project
 then use it instead of starting and stopping Ray themselves, which saves Ray's start
-and stop (seconds) on every run. ``down`` stops the daemon, and Ray with it. A record
-whose daemon is gone is ignored and removed.
+and stop (seconds) on every run. The daemon also keeps one idle worker relay (a Ray
+actor process) per CPU, which runs lease instead of waiting for Ray to start new ones.
+``down`` stops the daemon, and Ray with it. A record whose daemon is gone is ignored
+and removed.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def stop(root: Path) -> ClusterRecord | None:
 
 def _serve(root: Path, cpus: int, gpus: int | None, resources: dict[str, float]) -> None:
     """The daemon: own a Ray head until told to stop."""
-    from orchestrator.ray_executor import start_local_head
+    from orchestrator.ray_executor import start_local_head, start_pool
 
     stop_now = False
 
@@ -157,11 +159,12 @@ def _serve(root: Path, cpus: int, gpus: int | None, resources: dict[str, float])
     signal.signal(signal.SIGINT, on_signal)
     address, shutdown, detected_gpus = start_local_head(cpus, gpus, resources)
     try:
+        relays = start_pool(cpus)  # warm relays for runs to lease; they live as we do
         _write_record(
             root,
             ClusterRecord(address, os.getpid(), cpus, detected_gpus, time.time()),
         )
-        print(f"Ray head at {address}", flush=True)
+        print(f"Ray head at {address}, {len(relays)} warm worker relays", flush=True)
         while not stop_now:
             time.sleep(0.5)
     finally:

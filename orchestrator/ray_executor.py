@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,10 +33,43 @@ ACTOR_START_TIMEOUT = 120.0
 CONNECT_TIMEOUT = 10.0
 
 
-class WorkerActor:
-    """Runs on a Ray worker: owns one worker process and relays its pipes."""
+#: Namespace and names of the warm relays ``orchestrator up`` keeps (see WorkerActor.lease).
+POOL_NAMESPACE = "orchestrator-pool"
+POOL_NAME = "relay-{}"
+#: Bumped whenever the relay's methods or the worker protocol change: a run does not lease
+#: relays started by another version of this code.
+POOL_VERSION = "1"
+#: Seconds a relay waits to find out whether the run holding it is still alive.
+LEASE_CHECK_TIMEOUT = 5.0
+#: How often an idle-looking relay checks that the run holding it is alive.
+LEASE_WATCH_SECONDS = 2.0
 
-    def __init__(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
+
+class WorkerActor:
+    """Runs on a Ray worker: owns one worker process and relays its pipes.
+
+    A run creates one per worker (``init`` given), or leases one of the warm, idle relays
+    that ``orchestrator up`` keeps (created without ``init``): :meth:`lease`, then
+    :meth:`start`, and :meth:`release` at the end instead of killing the actor. That saves
+    Ray's start of a worker process (most of a second) on every run.
+    """
+
+    def __init__(
+        self,
+        init: Message | None = None,
+        cwd: str = "",
+        env: dict[str, str] | None = None,
+        python: str = "",
+    ) -> None:
+        self._proc: WorkerProcess | None = None
+        self._holder: list[Any] | None = None
+        self._lock = threading.Lock()
+        if init is not None:
+            self.start(init, cwd, env or {}, python)
+        else:  # a warm relay: notice a run that died holding it
+            threading.Thread(target=self._watch_holder, name="lease-watch", daemon=True).start()
+
+    def start(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
         child_env = dict(env)
         child_env.update(init.get("env") or {})
         for name in RAY_ASSIGNED_VARS:
@@ -43,17 +77,87 @@ class WorkerActor:
                 child_env[name] = os.environ[name]
         if not os.path.exists(python):
             python = sys.executable
+        self._stop_process(0.0)
         self._proc = WorkerProcess(init, cwd=cwd, env=child_env, python=python)
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()}"
 
     def exchange(self, commands: list[Message], timeout: float) -> list[bytes | Message]:
+        if self._proc is None:
+            return [{"t": "exit", "code": -1, "how": "no worker process", "log": ""}]
         self._proc.send(commands)
         return self._proc.events(timeout)
 
     def close(self) -> None:
-        self._proc.close()
+        self._stop_process(5.0)
+
+    def _stop_process(self, grace: float) -> None:
+        if self._proc is not None:
+            self._proc.close(grace=grace)
+            self._proc = None
+
+    def lease(self, holder: list[Any], version: str) -> bool:
+        """Take this relay for the run that owns ``holder[0]`` (an object it put).
+
+        Refused while another run holds it, unless that run died (its object's owner is
+        gone): then its worker process is stopped and the relay is taken over.
+        """
+        if version != POOL_VERSION:
+            return False
+        with self._lock:
+            if self._holder is not None and self._holder_alive(self._holder):
+                return False
+            self._stop_process(0.0)
+            self._holder = holder
+            return True
+
+    def release(self, grace: float) -> None:
+        """The run is done with this relay: stop its worker process, free the relay."""
+        with self._lock:
+            self._stop_process(grace)
+            self._holder = None
+
+    @staticmethod
+    def _holder_alive(holder: list[Any]) -> bool:
+        import ray
+
+        try:
+            ray.get(holder[0], timeout=LEASE_CHECK_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            return True  # cannot tell: assume it is
+        except ray.exceptions.RayError:
+            return False  # its owner, the run, is gone
+        return True
+
+    def _watch_holder(self) -> None:
+        """Stop the worker process of a run that died holding this relay, so that its
+        tests do not go on using the machine until the next run leases the relay."""
+        while True:
+            time.sleep(LEASE_WATCH_SECONDS)
+            holder = self._holder
+            if holder is None or self._holder_alive(holder):
+                continue
+            with self._lock:
+                if self._holder is holder:
+                    self._stop_process(0.0)
+                    self._holder = None
+
+
+def start_pool(count: int) -> list[Any]:
+    """Start ``count`` idle relays for runs to lease (``orchestrator up``); returns them
+    once they answer. They live as long as the calling process's connection to Ray."""
+    import ray
+
+    remote_cls: Any = ray.remote(WorkerActor)
+    relays = [
+        remote_cls.options(
+            name=POOL_NAME.format(i), namespace=POOL_NAMESPACE, num_cpus=0, max_concurrency=1
+        ).remote()
+        for i in range(count)
+    ]
+    ray.get([relay.where.remote() for relay in relays], timeout=ACTOR_START_TIMEOUT)
+    return relays
 
 
 def _check_reachable(address: str) -> None:
@@ -128,6 +232,9 @@ class RayExecutor:
         self._outbox: dict[str, list[Message]] = {}
         self._outstanding: dict[Any, str] = {}
         self._busy: set[str] = set()
+        #: Workers running in leased warm relays (released, not killed, at the end).
+        self._leased: set[str] = set()
+        self._lease_token: Any = None
 
     # -- cluster ---------------------------------------------------------------------
     def connect(self, local_cpus: int) -> ClusterInfo:
@@ -189,11 +296,25 @@ class RayExecutor:
         self.launch(inits, env, cwd)
         self.wait_started([init["worker"] for init in inits])
 
+    @property
+    def leased(self) -> int:
+        """How many workers run in warm relays leased from ``orchestrator up``."""
+        return len(self._leased)
+
     def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
         """Ask Ray for the workers' actors and return at once: each starts its worker
-        process (which collects the suite) as soon as Ray places it."""
+        process (which collects the suite) as soon as Ray places it. Ordinary workers
+        take warm relays of ``orchestrator up`` first, where there are free ones."""
         ray = self._ray
         remote_cls = ray.remote(WorkerActor)
+        inits = list(inits)
+        ordinary = [init for init in inits if not init.get("resources")]
+        for init, relay in zip(ordinary, self._lease_relays(len(ordinary)), strict=False):
+            relay.start.remote(init, cwd, dict(env), sys.executable)
+            self._actors[init["worker"]] = relay
+            self._outbox[init["worker"]] = []
+            self._leased.add(init["worker"])
+            inits.remove(init)
         for init in inits:
             actor = remote_cls.options(
                 max_concurrency=1,
@@ -202,6 +323,36 @@ class RayExecutor:
             ).remote(init, cwd, dict(env), sys.executable)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
+
+    def _lease_relays(self, wanted: int) -> list[Any]:
+        """Up to ``wanted`` free warm relays of the cluster, leased to this run."""
+        if wanted == 0 or self._started_here:
+            return []
+        ray = self._ray
+        if self._lease_token is None:
+            self._lease_token = ray.put(os.getpid())
+        leased: list[Any] = []
+        index = 0
+        while len(leased) < wanted:
+            need = wanted - len(leased)
+            candidates: list[Any] = []
+            while len(candidates) < need:
+                try:
+                    name = POOL_NAME.format(index)
+                    candidates.append(ray.get_actor(name, namespace=POOL_NAMESPACE))
+                except ValueError:  # no such relay: the pool ends here (or there is none)
+                    break
+                index += 1
+            if not candidates:
+                break
+            answers = ray.get(
+                [c.lease.remote([self._lease_token], POOL_VERSION) for c in candidates],
+                timeout=LEASE_CHECK_TIMEOUT * 2,
+            )
+            leased.extend(c for c, ok in zip(candidates, answers, strict=True) if ok)
+            if len(candidates) < need:
+                break  # the pool ended
+        return leased
 
     def wait_started(self, workers: Sequence[str]) -> None:
         """Wait until Ray has placed these workers' actors (a clear error if it cannot)."""
@@ -273,6 +424,11 @@ class RayExecutor:
         actor = self._actors.pop(worker, None)
         if actor is None:
             return
+        if worker in self._leased:
+            self._leased.discard(worker)
+            with contextlib.suppress(Exception):
+                self._ray.get(actor.release.remote(5.0 if graceful else 0.0), timeout=15)
+            return
         if graceful:
             with contextlib.suppress(Exception):
                 self._ray.get(actor.close.remote(), timeout=15)
@@ -283,13 +439,17 @@ class RayExecutor:
         cluster if we started it. Safe to call twice."""
         if self._ray is None:
             return
+        leased = [actor for w, actor in self._actors.items() if w in self._leased]
+        owned = [actor for w, actor in self._actors.items() if w not in self._leased]
+        ending = [actor.release.remote(5.0 if graceful else 0.0) for actor in leased]
         if graceful:
-            closing = [actor.close.remote() for actor in self._actors.values()]
-            if closing:
-                self._ray.wait(closing, num_returns=len(closing), timeout=15)
-        for actor in self._actors.values():
+            ending += [actor.close.remote() for actor in owned]
+        if ending:
+            self._ray.wait(ending, num_returns=len(ending), timeout=15)
+        for actor in owned:
             self._ray.kill(actor)
         self._actors.clear()
+        self._leased.clear()
         self._outstanding.clear()
         if self._connected_here:
             # Also from a cluster we only joined: disconnecting now costs less than Ray's

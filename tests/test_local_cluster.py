@@ -58,6 +58,28 @@ def test_up_run_down(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stdout + run.stderr
         assert f"the Ray cluster at {record.address}" in run.stdout
         assert read_record(tmp_path) is not None  # the run left it running
+        # The run leased the daemon's warm relay, and gave it back for the next run.
+        assert "1 worker(s) in warm relays" in run.stdout
+        # A run killed while it holds the relay does not keep it from the next one.
+        (tmp_path / "test_b.py").write_text("import time\n\ndef test_b():\n    time.sleep(60)\n")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "run", "-p", "no:cacheprovider", "test_b.py"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert killed.stdout is not None
+        for line in killed.stdout:
+            if "warm relays" in line:
+                break
+        killed.kill()
+        killed.wait()
+        after = _orchestrator(tmp_path, "run", "-p", "no:cacheprovider", "test_a.py")
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert "1 worker(s) in warm relays" in after.stdout
     finally:
         down = _orchestrator(tmp_path, "down")
     assert down.returncode == 0, down.stderr

@@ -220,6 +220,11 @@ class RaySession:
                 f"{info.description}; {plan.known} with recorded durations, "
                 f"estimated serial time {plan.total:.1f}s"
             )
+            if executor.leased:
+                self.terminal.line(
+                    f"orchestrator: {min(executor.leased, workers)} worker(s) in warm relays "
+                    "of `orchestrator up`"
+                )
             for shape in sorted(set(shapes)):
                 if shape != DEFAULT:
                     count = shapes.count(shape)
