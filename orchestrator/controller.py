@@ -56,6 +56,8 @@ def worker_init(
 
 
 PHASES = ("setup", "call", "teardown")
+#: Seconds a replacement worker may take to be placed by Ray and to collect the suite.
+REPLACEMENT_TIMEOUT = 120.0
 
 
 def _plain(when: str, timings: Sequence[float]) -> Message:
@@ -175,10 +177,19 @@ class Controller:
         self._shape_of: dict[str, Resources | None] = {}
         #: Tests that ended since the last replay (the listener gets them in a batch).
         self._finals: deque[tuple[int, Attempt, Sequence[Attempt]]] = deque()
+        #: Replacement workers not ready yet, and when they were asked for.
+        self._placing: dict[str, float] = {}
 
     # -- workers ---------------------------------------------------------------------
-    def _start(self, shapes: Sequence[Resources | None], adopt: Sequence[str] = ()) -> None:
-        """Start a worker of each shape; default ones may be taken from ``adopt``."""
+    def _start(
+        self, shapes: Sequence[Resources | None], adopt: Sequence[str] = (), *, wait: bool = True
+    ) -> None:
+        """Start a worker of each shape; default ones may be taken from ``adopt``.
+
+        With ``wait`` (the run's start) this returns once Ray has placed them, and fails
+        when it cannot. Without (replacements during the run) the others keep working
+        meanwhile, and a worker not ready within :data:`REPLACEMENT_TIMEOUT` is given up.
+        """
         spare = list(adopt)
         inits, adopted, started = [], [], []
         for shape in shapes:
@@ -216,6 +227,11 @@ class Controller:
         self.executor.dispatch()
         if inits:
             self.executor.launch(inits, self.env, self.cwd)
+        if not wait:
+            for worker in started:
+                self.executor.send(worker, [tests])  # delivered once Ray has placed it
+                self._placing[worker] = time.monotonic()
+            return
         self.executor.wait_started(adopted + started)
         for worker in started:
             self.executor.send(worker, [tests])
@@ -229,7 +245,23 @@ class Controller:
         self._parked.discard(worker)
         self._waiting.discard(worker)
         self._since.pop(worker, None)
-        self.executor.close_worker(worker)
+        # One never placed has nothing to finish (and would not answer).
+        self.executor.close_worker(worker, graceful=self._placing.pop(worker, None) is None)
+
+    def _check_placing(self) -> None:
+        """Give up on replacements Ray could not place in time (a lost node's place may
+        never come back), or that nothing is left for: the run goes on without them."""
+        now = time.monotonic()
+        idle = not self.scheduler.queued and not self.scheduler.running
+        for worker, since in list(self._placing.items()):
+            if self.states.get(worker) is not State.STARTING:
+                self._placing.pop(worker, None)
+            elif idle or now - since > REPLACEMENT_TIMEOUT:
+                self._retire(worker)
+                self.scheduler.worker_lost(worker)
+                if not idle:
+                    limit = f"{REPLACEMENT_TIMEOUT:g}"
+                    self.stats.lost.append(f"{worker} (not placed within {limit} s)")
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> RunStats:
@@ -259,6 +291,8 @@ class Controller:
             self.executor.dispatch()
             self._replay()
             self._enforce_timeouts()
+            if self._placing:
+                self._check_placing()
             if not self.scheduler.stopped and self.listener.should_stop():
                 self._stop()
         if self.scheduler.queued and not self.scheduler.stopped:
@@ -460,7 +494,7 @@ class Controller:
         if self._replacements < self.max_replacements:
             self._replacements += 1
             self.scheduler.add_worker()
-            self._start([shape])
+            self._start([shape], wait=False)
         elif not self._live():
             self._give_up(
                 f"not run: {self._replacements} replacement workers died too "

@@ -1,0 +1,118 @@
+"""A real multi-node cluster: two Ray nodes on this machine (see multinode_cluster.py).
+
+Placement by resources across nodes, and the loss of a node in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def two_nodes(
+    ray_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """(address, control directory) of a head and a second node with the only GPU."""
+    # ray_address first: the session's cluster leaves the token these nodes use.
+    control = tmp_path_factory.mktemp("cluster-control")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "multinode_cluster.py"), str(control)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    address = proc.stdout.readline().strip()
+    try:
+        assert address, "the two-node cluster did not start"
+        yield address, control
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run(root: Path, address: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--ray"),
+            *("--ray-address", address, "--ray-workers", "2", *args),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_workers_are_placed_by_resources_across_nodes(
+    two_nodes: tuple[str, Path], tmp_path: Path
+) -> None:
+    address, _ = two_nodes
+    (tmp_path / "test_nodes.py").write_text(
+        "import os\n"
+        "import pytest\n\n\n"
+        "@pytest.mark.resources(gpus=1)\n"
+        "def test_on_the_gpu_node():\n"
+        '    assert os.environ.get("CUDA_VISIBLE_DEVICES") == "0"\n\n\n'
+        "def test_anywhere():\n"
+        "    pass\n"
+    )
+    run = _run(tmp_path, address, "-q")
+    out, _ = run.communicate(timeout=240)
+    assert run.returncode == 0, out
+    assert "(2 node(s), 2 CPUs)" in out
+    assert "2 passed" in out
+
+
+def test_losing_a_node_mid_run_loses_no_result(two_nodes: tuple[str, Path], tmp_path: Path) -> None:
+    address, control = two_nodes
+    started = tmp_path / "started"
+    (tmp_path / "conftest.py").write_text(
+        "import pathlib\n"
+        "import pytest\n\n\n"
+        "@pytest.fixture(autouse=True)\n"
+        "def _mark_started():\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+    )
+    (tmp_path / "test_long.py").write_text(
+        "import time\n"
+        "import pytest\n\n\n"
+        "@pytest.mark.parametrize('i', range(80))\n"
+        "def test_step(i):\n"
+        "    time.sleep(0.25)\n"
+    )
+    report = tmp_path / "report.json"
+    run = _run(tmp_path, address, "-q", f"--report-json={report}")
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    (control / "kill").touch()  # the second node's Ray processes die at once
+    out, _ = run.communicate(timeout=300)
+    data = json.loads(report.read_text())
+    tests = data["tests"]
+    assert len(tests) == 80, out  # every test has its result
+    assert data["lost_workers"], out
+    lost = [t for t in tests if t["outcome"] != "passed"]
+    # Only a test running on the lost node when it went can fail, with the reason.
+    assert len(lost) <= 1, out
+    assert all("was lost" in (t["message"] or t["longrepr"] or "") for t in lost), lost
+    assert run.returncode == (1 if lost else 0), out
