@@ -226,6 +226,9 @@ class Controller:
             self.executor.send(worker, [tests])
         self.executor.dispatch()
         if inits:
+            # The most constrained first, so that Ray places them before an ordinary worker
+            # takes the CPU a GPU node has for them.
+            inits.sort(key=lambda init: not init.get("resources"))
             self.executor.launch(inits, self.env, self.cwd)
         if not wait:
             for worker in started:

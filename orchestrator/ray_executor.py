@@ -301,6 +301,11 @@ class RayExecutor:
         """How many workers run in warm relays leased from ``orchestrator up``."""
         return len(self._leased)
 
+    def holds_cpu(self, worker: str) -> bool:
+        """Does Ray count a CPU of some node as taken by this worker? Not for the embedded
+        instance, which counts none, nor for a leased warm relay."""
+        return not self._started_here and worker not in self._leased
+
     def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
         """Ask Ray for the workers' actors and return at once: each starts its worker
         process (which collects the suite) as soon as Ray places it. Ordinary workers

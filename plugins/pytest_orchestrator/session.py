@@ -202,6 +202,12 @@ class RaySession:
                 for node in nodes:
                     node["CPU"] = max(node.get("CPU", 0.0), float(room), float(workers))
             distinct, shapes = self._place(needs, plan, nodes, workers)
+            if any(shape != DEFAULT for shape in shapes):
+                # An early worker that holds a node's CPU may hold the very CPU a worker
+                # with a GPU (or another resource) needs on that node: start afresh.
+                for worker in [w for w in launched if executor.holds_cpu(w)]:
+                    executor.close_worker(worker, graceful=False)
+                    launched.remove(worker)
             if self.unplaced:
                 self._skip_unplaced()
             if not self.items:
