@@ -215,13 +215,20 @@ def shape_workers(
         # because the suite is small enough for one worker.
         if not place(need) and not covered:
             unplaced[need] = "the cluster has no room left for a worker with " + need.describe()
-    # More workers where the work is, as far as counts allow.
+    # More workers where the work is, as far as counts allow, keeping a place for an
+    # ordinary worker when some ordinary-sized tests fit none of the special workers.
+    ordinary_left = any(
+        n.fits_in(DEFAULT.as_ray()) and not any(n.fits_in(s.as_ray()) for s in shapes)
+        for n in needs
+        if n not in unplaced
+    )
+    room = limit - 1 if ordinary_left else limit
     for need in special:
         if need in unplaced:
             continue
         share = min(counts.get(need, 1), math.ceil(limit * work[need] / total))
         for _ in range(share - 1):
-            if len(shapes) >= limit or not place(need):
+            if len(shapes) >= room or not place(need):
                 break
     if any(need.fits_in(DEFAULT.as_ray()) for need in needs):
         while len(shapes) < limit and place(DEFAULT):

@@ -423,6 +423,29 @@ def test_the_limit_bounds_the_workers(
         assert any(need.fits_in(DEFAULT.as_ray()) for need in work)
 
 
+def test_extra_special_workers_leave_the_ordinary_one_its_place() -> None:
+    # Found by hypothesis: the second worker for the busiest need took the last place,
+    # and the ordinary worker the 1-CPU tests needed went past the limit.
+    half_2g = Resources(cpus=0.5, memory=2 * GIB)
+    work = {
+        half_2g: 2.0,
+        Resources(cpus=0.5): 1.0,
+        Resources(cpus=0.5, memory=8 * GIB): 1.0,
+        Resources(cpus=0.5, gpus=0.5): 1.0,
+        DEFAULT: 1.0,
+        Resources(cpus=2): 1.0,
+    }
+    counts = dict.fromkeys(work, 1) | {half_2g: 2}
+    nodes = [
+        {"CPU": 0.5, "GPU": 0.0, "memory": 0.0},
+        {"CPU": 1.0, "GPU": 0.0, "memory": 0.0},
+        {"CPU": 1.0, "GPU": 0.0, "memory": 4.0 * GIB},
+    ]
+    plan = shape_workers(work, counts, nodes, 3)
+    assert len(plan.shapes) == 3
+    assert DEFAULT in plan.shapes
+
+
 @settings(max_examples=30, deadline=None)
 @given(work_st, nodes_st, st.integers(min_value=1, max_value=12), st.data())
 def test_shapes_are_deterministic(
