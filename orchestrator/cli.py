@@ -31,6 +31,7 @@ from orchestrator.progress import format_duration
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
 from orchestrator.sharding import parse_shard
+from orchestrator.shipping import parse_files_mode
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -59,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help="existing Ray cluster (default $RAY_ADDRESS, else a local instance)",
+    )
+    run.add_argument(
+        "--files",
+        default=None,
+        metavar="auto|ship|shared",
+        help="how workers on other machines get the project (default auto: shipped to a "
+        "cluster named by any address but loopback)",
+    )
+    run.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave files matching this gitignore-style pattern out of what is shipped",
     )
     run.add_argument("--durations-store", default=None, metavar="PATH", help="duration store")
     run.add_argument("--retries", default=None, metavar="N", help="retry a failed test N times")
@@ -195,6 +210,8 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         parse_kinds(args.kinds)
     if args.shard is not None:
         parse_shard(args.shard, os.environ)
+    if args.files is not None:
+        parse_files_mode(args.files)
     import pytest
 
     # "--option=value": pytest picks its rootdir from arguments that name existing paths,
@@ -211,11 +228,13 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.kinds, "--kinds"),
         (args.junit_pipelines, "--junit-pipelines"),
         (args.shard, "--shard"),
+        (args.files, "--ray-files"),
         (args.json, "--report-json"),
         (args.html, "--report-html"),
     ):
         if value is not None:
             argv.append(f"{option}={value}")
+    argv.extend(f"--ray-exclude={pattern}" for pattern in args.exclude)
     if args.fail_on_flaky:
         argv.append("--ray-fail-on-flaky")
     if args.strict_resources:

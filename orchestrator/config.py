@@ -43,6 +43,10 @@ class RunOptions:
     retry_only: str | None = None
     fail_on_flaky: bool = False
     timeout: float | None = None
+    #: How workers on other nodes get the project's files (see orchestrator.shipping).
+    files: str = "auto"
+    #: Left out of what is shipped, besides the defaults (gitignore-style patterns).
+    excludes: tuple[str, ...] = ()
 
 
 def parse_workers(value: str) -> int | None:

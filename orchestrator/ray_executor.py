@@ -24,6 +24,7 @@ from orchestrator.errors import ClusterError
 from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
 from orchestrator.process import WorkerProcess
 from orchestrator.protocol import Message
+from orchestrator.shipping import Shipment, is_loopback, portable_env
 
 #: Accelerator variables Ray sets in an actor; they win over the controller's values.
 RAY_ASSIGNED_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
@@ -70,7 +71,17 @@ class WorkerActor:
             threading.Thread(target=self._watch_holder, name="lease-watch", daemon=True).start()
 
     def start(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
-        child_env = dict(env)
+        """Start the worker process in ``cwd`` with ``env``.
+
+        A relative ``cwd`` means the project was shipped to this node (see
+        :mod:`orchestrator.shipping`): it is taken inside the copy Ray unpacked here, which
+        is this actor's working directory, and ``env`` only adds to this node's variables.
+        """
+        child_env: dict[str, str] = {}
+        if not os.path.isabs(cwd):
+            cwd = os.path.join(os.getcwd(), cwd)
+            child_env.update(os.environ)
+        child_env.update(env)
         child_env.update(init.get("env") or {})
         for name in RAY_ASSIGNED_VARS:
             if name in os.environ:
@@ -214,16 +225,13 @@ def _token_available() -> bool:
     return os.path.isfile(path)
 
 
-def _is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 class RayExecutor:
     """Connects to (or starts) a Ray cluster and runs worker actors on it."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, shipment: Shipment | None = None) -> None:
         self.address = address
+        #: The project's files travel to the nodes with the job's runtime environment.
+        self.shipment = shipment if address else None
         self._ray: Any = None
         self._started_here = False
         #: This executor called ``ray.init`` (it did not find a connection made by others).
@@ -248,7 +256,7 @@ class RayExecutor:
                 os.environ["RAY_AUTH_MODE"] = "token"
             # Give up on an unresponsive cluster within seconds, not minutes.
             os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "15")
-        if not self.address or _is_loopback(self.address):
+        if not self.address or is_loopback(self.address):
             # Ray otherwise swaps a loopback address for the machine's own IP, where a
             # loopback-only cluster does not listen; and an embedded cluster must stay on
             # loopback. Ray reads this when it is imported.
@@ -258,10 +266,26 @@ class RayExecutor:
         self._ray = ray
         quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         if ray.is_initialized():
-            pass  # a connection the embedding program made: use it, leave it open
+            # A connection the embedding program made: use it, leave it open.
+            if self.shipment is not None:
+                raise ClusterError(
+                    "this program is already connected to Ray, so the project's files cannot "
+                    "travel with the run's runtime environment: connect with "
+                    f"runtime_env={{'working_dir': {str(self.shipment.root)!r}}} yourself, or "
+                    "pass --ray-files shared when every node sees the project at this path"
+                )
         elif self.address:
+            if self.shipment is not None:
+                quiet["runtime_env"] = self.shipment.runtime_env()
             try:
                 ray.init(address=self.address, **quiet)
+            except ray.exceptions.RuntimeEnvSetupError as exc:
+                raise ClusterError(
+                    f"the project's files could not be shipped to the cluster at "
+                    f"{self.address}: {_first_line(exc)}; leave out large files with "
+                    "--ray-exclude, or pass --ray-files shared when every node sees the "
+                    "project at the same path"
+                ) from None
             except Exception as exc:
                 hint = (
                     "; if the cluster uses token authentication, give its token in "
@@ -276,6 +300,9 @@ class RayExecutor:
             # nothing at a disadvantage, as they would under plain pytest.
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(
+                # A new instance, even where `ray start` left the address of its own
+                # (Ray would join that one, and refuse the CPU count).
+                address="local",
                 num_cpus=local_cpus,
                 include_dashboard=False,
                 object_store_memory=256 * 1024 * 1024,
@@ -313,9 +340,14 @@ class RayExecutor:
         ray = self._ray
         remote_cls = ray.remote(WorkerActor)
         inits = list(inits)
+        python = sys.executable
+        if self.shipment is not None:
+            # Paths and variables that mean something on the nodes, in their copy.
+            cwd, env, python = self.shipment.cwd, portable_env(env), ""
+            inits = [{**i, "args": self.shipment.portable_args(i.get("args", []))} for i in inits]
         ordinary = [init for init in inits if not init.get("resources")]
         for init, relay in zip(ordinary, self._lease_relays(len(ordinary)), strict=False):
-            relay.start.remote(init, cwd, dict(env), sys.executable)
+            relay.start.remote(init, cwd, dict(env), python)
             self._actors[init["worker"]] = relay
             self._outbox[init["worker"]] = []
             self._leased.add(init["worker"])
@@ -325,14 +357,14 @@ class RayExecutor:
                 max_concurrency=1,
                 scheduling_strategy="SPREAD",
                 **_actor_resources(init, count_cpus=not self._started_here),
-            ).remote(init, cwd, dict(env), sys.executable)
+            ).remote(init, cwd, dict(env), python)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
 
     def _lease_relays(self, wanted: int) -> list[Any]:
         """Up to ``wanted`` free warm relays of the cluster, leased to this run."""
-        if wanted == 0 or self._started_here:
-            return []
+        if wanted == 0 or self._started_here or self.shipment is not None:
+            return []  # relays run in the daemon's job, without the shipped files
         ray = self._ray
         if self._lease_token is None:
             self._lease_token = ray.put(os.getpid())
@@ -481,6 +513,7 @@ def start_local_head(
     if gpus is not None:
         options["num_gpus"] = gpus
     ray.init(
+        address="local",  # never the cluster `ray start` may have recorded
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,

@@ -14,6 +14,10 @@ Example::
     rel_tolerance = 0.05
     on_drift = "fail"
 
+    [tool.orchestrator.ship]             # what travels to a cluster's other machines
+    files = "auto"                       # or "ship", or "shared"
+    exclude = ["data/raw", "*.ckpt"]     # besides .git, virtualenvs and caches
+
 Every mistake is a usage error naming the key and what is expected.
 """
 
@@ -28,13 +32,15 @@ from orchestrator.errors import UsageError
 from orchestrator.kinds import KINDS, KindRules
 from orchestrator.metrics import MetricPolicy
 from orchestrator.resources import DEFAULT, Resources
+from orchestrator.shipping import parse_files_mode
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - pytest itself depends on tomli before 3.11
     import tomli as tomllib
 
-_SECTIONS = ("kinds", "resources", "metrics")
+_SECTIONS = ("kinds", "resources", "metrics", "ship")
+_SHIP_KEYS = ("files", "exclude")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class Settings:
     #: Default needs of each kind's tests.
     kind_resources: dict[str, Resources] = field(default_factory=dict)
     metrics: MetricPolicy = field(default_factory=MetricPolicy)
+    #: ``--ray-files`` when the command line does not say (None: auto).
+    files: str | None = None
+    #: Patterns left out of what is shipped to other machines.
+    ship_excludes: tuple[str, ...] = ()
 
     def resources_of(self, kind: str) -> Resources:
         return self.kind_resources.get(kind, DEFAULT)
@@ -72,13 +82,40 @@ def settings_from_table(table: dict[str, Any], where: str) -> Settings:
         kind_resources[kind] = Resources.from_mapping(
             needs, f"{where}: [tool.orchestrator.resources] {kind}"
         )
+    files, ship_excludes = _ship(_table(table, "ship", where), where)
     return Settings(
+        files=files,
+        ship_excludes=ship_excludes,
         kind_rules=KindRules.from_mapping(kinds, f"{where}: [tool.orchestrator.kinds]"),
         kind_resources=kind_resources,
         metrics=MetricPolicy.from_mapping(
             _table(table, "metrics", where), f"{where}: [tool.orchestrator.metrics]"
         ),
     )
+
+
+def _ship(table: dict[str, Any], where: str) -> tuple[str | None, tuple[str, ...]]:
+    for key in table:
+        if key not in _SHIP_KEYS:
+            raise UsageError(
+                f"{where}: unknown key {key!r} under [tool.orchestrator.ship]; "
+                f"the known keys are {', '.join(_SHIP_KEYS)}"
+            )
+    files = table.get("files")
+    if files is not None:
+        if not isinstance(files, str):
+            raise UsageError(f'{where}: [tool.orchestrator.ship] files must be a string, "auto"')
+        try:
+            files = parse_files_mode(files)
+        except UsageError as exc:
+            raise UsageError(f"{where}: [tool.orchestrator.ship] {exc}") from None
+    exclude = table.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
+        raise UsageError(
+            f"{where}: [tool.orchestrator.ship] exclude must be a list of patterns, "
+            'for example exclude = ["data/raw", "*.ckpt"]'
+        )
+    return files, tuple(exclude)
 
 
 def _table(table: dict[str, Any], key: str, where: str) -> dict[str, Any]:

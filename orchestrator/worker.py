@@ -114,6 +114,9 @@ class WorkerPlugin:
         config.workerinput.update(self.init.get("workerinput") or {})  # type: ignore[attr-defined]
         # The controller decides when a run stops; a worker runs what it is given.
         if self.init.get("basetemp"):
+            # On another node the run's directory does not exist yet: pytest makes only
+            # the last level.
+            os.makedirs(os.path.dirname(self.init["basetemp"]), exist_ok=True)
             config.option.basetemp = self.init["basetemp"]
         config.option.maxfail = 0
         config.option.usepdb = False

@@ -24,6 +24,7 @@ def ray_address() -> Iterator[str]:
     # A declared GPU and a custom resource, so that placement by resources is tested on
     # machines without GPUs (Ray trusts what a node declares).
     ray.init(
+        address="local",
         num_cpus=4,
         num_gpus=1,
         resources={"fast_disk": 2},

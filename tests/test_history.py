@@ -170,6 +170,24 @@ def test_history_shares_the_duration_store_file(store: HistoryStore) -> None:
     assert sorted(p.name for p in store.path.parent.iterdir()) == [".gitignore", "durations.db"]
 
 
+def test_the_store_holds_plain_values_only(store: HistoryStore) -> None:
+    """Nothing in the store runs code when it is read: text and numbers, no pickled blobs."""
+    DurationStore(store.path).record({A: 2.0, f"entry:{A.split('::')[0]}": 0.5})
+    record(store, {A: "passed", B: "failed"}, {"acc": 0.9}, flaky=(B,))
+    with closing(sqlite3.connect(store.path)) as conn:
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        kinds = set()
+        for table in tables:
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            for column in columns:
+                kinds.update(
+                    row[0] for row in conn.execute(f"SELECT DISTINCT typeof({column}) FROM {table}")
+                )
+    assert tables and kinds <= {"text", "integer", "real", "null"}, kinds
+
+
 # -- metric baselines -------------------------------------------------------------------
 
 

@@ -116,3 +116,50 @@ def test_losing_a_node_mid_run_loses_no_result(two_nodes: tuple[str, Path], tmp_
     assert len(lost) <= 1, out
     assert all("was lost" in (t["message"] or t["longrepr"] or "") for t in lost), lost
     assert run.returncode == (1 if lost else 0), out
+
+
+def test_the_project_is_shipped_to_the_nodes(two_nodes: tuple[str, Path], tmp_path: Path) -> None:
+    """--ray-files ship: each worker runs in the copy Ray unpacked on its node, without
+    version control or virtual environments, from the same directory within it."""
+    address, _ = two_nodes
+    root = tmp_path / "proj"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "data").mkdir()
+    (root / "data" / "labels.csv").write_text("id,label\n1,cat\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / "venv-ci").mkdir()
+    (root / "venv-ci" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (root / "tests" / "test_copy.py").write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        "import pytest\n\n\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_runs_in_the_copy(i):\n"
+        "    here = Path(__file__).resolve()\n"
+        "    copy = here.parent.parent\n"
+        "    assert copy != Path(os.environ['ORIGINAL_ROOT']), copy\n"
+        "    assert Path.cwd() == here.parent\n"
+        "    assert (copy / 'data' / 'labels.csv').read_text().startswith('id,label')\n"
+        "    assert not (copy / '.git').exists()\n"
+        "    assert not (copy / 'venv-ci').exists()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["ORIGINAL_ROOT"] = str(root.resolve())
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--ray"),
+            *("--ray-address", address, "--ray-workers", "2", "--ray-files", "ship"),
+            *("-q", str(root / "tests" / "test_copy.py")),
+        ],
+        cwd=root / "tests",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "shipping the project: 3 files" in out
+    assert "4 passed" in out

@@ -22,6 +22,7 @@ from orchestrator.kinds import marker_lines, parse_kinds
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
 from orchestrator.sharding import parse_shard
+from orchestrator.shipping import parse_files_mode
 from pytest_orchestrator.metrics import pytest_runtest_makereport, record_metric
 from pytest_orchestrator.pipelines import Pipelines, pipeline_paths
 
@@ -49,6 +50,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="HOST:PORT",
         help="use the existing Ray cluster at this address (default: $RAY_ADDRESS, else the "
         "instance of `orchestrator up`, else start a local instance for this run)",
+    )
+    group.addoption(
+        "--ray-files",
+        default=None,
+        metavar="auto|ship|shared",
+        help="how workers on other machines get the project: 'ship' sends the root "
+        "directory with Ray's runtime environment (without .git, virtualenvs, caches and "
+        "what .gitignore leaves out), 'shared' means every node sees it at the same path; "
+        "'auto' (default) ships to a cluster named by any address but loopback",
+    )
+    group.addoption(
+        "--ray-exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave files matching this gitignore-style pattern out of what is shipped "
+        "(repeatable)",
     )
     group.addoption(
         "--ray-durations",
@@ -142,6 +160,9 @@ def _options(config: pytest.Config) -> RunOptions:
         timeout = parse_timeout(config.getoption("ray_timeout"))
         retry_only = config.getoption("ray_retry_only")
         compile_pattern(retry_only)
+        settings = load_settings(config.rootpath)
+        files = config.getoption("ray_files")
+        files = parse_files_mode(files) if files is not None else settings.files or "auto"
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("numprocesses", None):
@@ -171,6 +192,8 @@ def _options(config: pytest.Config) -> RunOptions:
         retry_only=retry_only,
         fail_on_flaky=bool(config.getoption("ray_fail_on_flaky")),
         timeout=timeout,
+        files=files,
+        excludes=(*settings.ship_excludes, *config.getoption("ray_exclude")),
     )
 
 

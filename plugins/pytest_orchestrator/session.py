@@ -41,6 +41,7 @@ from orchestrator.progress import eta_seconds, progress_line, summary_lines
 from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
 from orchestrator.run_report import failure_message
+from orchestrator.shipping import needs_shipping, plan_shipment
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
@@ -106,7 +107,13 @@ class RaySession:
     def _launch(self) -> _EarlyStart:
         from orchestrator.ray_executor import RayExecutor
 
-        executor = RayExecutor(self.options.address)
+        shipment = None
+        if needs_shipping(self.options.files, self.options.address):
+            shipment = plan_shipment(
+                self.config.rootpath, self.config.invocation_params.dir, self.options.excludes
+            )
+            self.terminal.line(f"orchestrator: shipping the project: {shipment.describe()}")
+        executor = RayExecutor(self.options.address, shipment)
         try:
             if self.options.address:
                 info = executor.connect(local_cpus=0)
