@@ -5,16 +5,18 @@ taken from the head of the longest-first queue. Long tests travel alone; the sho
 tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
 so that workers finish close together while dispatch round trips stay few.
 
-Batches stay within one test file where they can, and once no long test is waiting (the
-longest queued test fits in one batch) a worker keeps to the file it is in, and one
-changing files picks a file no other worker is in: pytest tears a module's fixtures down
-when the next test is in another file, so every switch can cost a model load or a
-database set-up again. Long tests still go first. Near the end, a worker that has no
-free file left joins one another worker is in only when that pays: the cost of entering a
-file (its module fixtures, learnt from the setup times reported during the run) against
-the share of its queued work the worker would take over. Without such costs every worker
-stays busy while work is queued, so the greedy makespan bound (total / workers + longest)
-holds.
+Batches stay within one test file where they can: a worker keeps to the file it is in,
+and one changing files picks a file no other worker is in, because pytest tears a
+module's fixtures down when the next test is in another file, so every switch can cost a
+model load or a database set-up again. Near the end, a worker that has no free file left
+joins one another worker is in only when that pays: the cost of entering a file (its
+module fixtures: a warm worker's setup when it enters the file, less the file's shortest
+setup, learnt during the run or by earlier ones) against the share of its queued work the
+worker would take over. Files known to cost next to nothing to enter (at most 5% of the
+test entered for) need no such care: a long test in one of them (a batch of its own) is
+taken first wherever it is, so long tests that share a file are spread over the workers,
+longest first, as if files did not matter. Without entry costs every worker stays busy
+while work is queued, so the greedy makespan bound (total / workers + longest) holds.
 
 Tests that need particular resources (a GPU, more CPUs) form resource classes, each
 with its own longest-first queue. A worker serves the classes its shape can run, in
@@ -36,6 +38,9 @@ CHUNKS_PER_WORKER = 3
 MIN_BATCH_SECONDS = 0.1
 #: Upper bound on tests in one batch, so reports keep flowing.
 MAX_BATCH_TESTS = 256
+#: Entering a file whose known entry cost is at most this share of the test entered for
+#: costs next to nothing: such files need no affinity, and tests go longest first.
+CHEAP_ENTRY_SHARE = 0.05
 
 
 def file_of(nodeid: str) -> str:
@@ -117,9 +122,13 @@ class Scheduler:
         # shrinking batch size applies (else a new suite goes out one test at a time).
         self._cap = max(plan.longest, min_batch_seconds) if plan.known else math.inf
         self._stay = stay_in_file
-        #: Per file, the longest and shortest setup phase seen: their difference is the
-        #: cost of entering the file (module and class fixtures built for its first test).
-        self._setup_range: dict[int, tuple[float, float]] = {}
+        #: Per file, the longest setup phase of a test a worker entered the file with, and
+        #: the shortest of one run after another test of the file: their difference is
+        #: the cost of entering it (module and class fixtures built for its first test).
+        self._entering: dict[int, float] = {}
+        self._staying: dict[int, float] = {}
+        #: The file of the test each worker finished last.
+        self._last_file: dict[str, int] = {}
         self._prior = {
             files[path]: cost for path, cost in (entry_costs or {}).items() if path in files
         }
@@ -202,7 +211,8 @@ class Scheduler:
         target = min(max(target, self._min_batch), self._cap)
         head = self._peek(queue.main)
         assert head is not None
-        first = self._choose(worker, cls, queue, self._file_at.get(worker)) if self._stay else head
+        here = self._file_at.get(worker)
+        first = self._choose(worker, cls, queue, here, target) if self._stay else head
         if first is None:
             return []  # joining any file left would cost more than it saves: wait
         batch = [first]
@@ -230,13 +240,34 @@ class Scheduler:
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
 
-    def _choose(self, worker: str, cls: int, queue: _Queue, here: int | None) -> int | None:
-        """The next test for a worker in file ``here``: the longest left in that file;
-        else in the file with the most work left that no other worker is in; else in the
-        file with the most work left that is worth joining (see :meth:`_pays`); else none.
-        Files go longest first, as tests would."""
+    def _choose(
+        self, worker: str, cls: int, queue: _Queue, here: int | None, target: float = 0.0
+    ) -> int | None:
+        """The next test for a worker in file ``here``: the longest test queued, when it
+        is a long one (``target`` seconds at least: a batch of its own) or ``here`` has
+        nothing left, and entering its file (and leaving ``here``) is known to cost next
+        to nothing; else the longest left in ``here``; else in the file with the most
+        work left that no other worker is in (or that is cheap to enter); else in the
+        file with the most work left that is worth joining (see :meth:`_pays`); else
+        none. Files go longest first, as tests would."""
+        estimates = self.plan.estimates
         entries = queue.by_file.get(here) if here is not None else None
         same = self._peek(entries) if entries is not None else None
+        head = self._peek(queue.main)
+        long_head = (
+            head is not None
+            and self._cheap(self._file[head], head)
+            and (
+                same is None
+                or (
+                    estimates[head] >= target
+                    and estimates[head] > estimates[same]
+                    and self._cheap(here, same)
+                )
+            )
+        )
+        if long_head:
+            return head
         if same is not None:
             return same
         best: tuple[float, int] | None = None  # (work left, first test) of the best file
@@ -255,7 +286,7 @@ class Scheduler:
             others = in_file.get(file, 0) - (file == mine)
             if others and len(self._queues) > 1:
                 others = self._others_in(worker, cls, file)
-            if not others:
+            if not others or self._cheap(file, candidate):
                 best = key
             elif (best_any is None or key > best_any) and self._pays(file, others, key[0]):
                 best_any = key
@@ -286,18 +317,31 @@ class Scheduler:
         return 0.0 if file is None else self._entry_cost(file)
 
     def _entry_cost(self, file: int) -> float:
-        seen = self._setup_range.get(file)
-        if seen is None or seen[0] == seen[1]:  # fewer than two setups measured
-            return self._prior.get(file, 0.0)
-        return seen[0] - seen[1]
+        known = self._known_cost(file)
+        return 0.0 if known is None else known
+
+    def _known_cost(self, file: int) -> float | None:
+        """The cost of entering ``file``: measured in this run (two setups at least),
+        else learnt by an earlier one; None when nothing is known."""
+        entering, staying = self._entering.get(file), self._staying.get(file)
+        if entering is not None and staying is not None:
+            return max(0.0, entering - staying)
+        return self._prior.get(file)
+
+    def _cheap(self, file: int | None, index: int) -> bool:
+        """Is entering ``file`` known to cost next to nothing, next to test ``index``?"""
+        if file is None:
+            return True
+        cost = self._known_cost(file)
+        return cost is not None and cost <= CHEAP_ENTRY_SHARE * self.plan.estimates[index]
 
     def learnt_entry_costs(self) -> dict[str, float]:
         """The entry costs measured in this run, by file path (for the next run)."""
         paths = {number: path for path, number in self._file_number.items()}
         return {
-            paths[file]: longest - shortest
-            for file, (longest, shortest) in self._setup_range.items()
-            if longest > shortest
+            paths[file]: max(0.0, entering - self._staying[file])
+            for file, entering in self._entering.items()
+            if file in self._staying
         }
 
     def _pays(self, file: int, others: int, left: float) -> bool:
@@ -389,14 +433,14 @@ class Scheduler:
         else:
             raise ValueError(f"test {index} was not assigned to worker {worker!r}")
         self._done.add(index)
+        file = self._file[index]
+        entered = self._last_file.get(worker) != file
+        self._last_file[worker] = file
         if setup_seconds is not None:
-            if worker in self._warm:
-                file = self._file[index]
-                longest, shortest = self._setup_range.get(file, (setup_seconds, setup_seconds))
-                self._setup_range[file] = (
-                    max(longest, setup_seconds),
-                    min(shortest, setup_seconds),
-                )
+            if entered and worker in self._warm:
+                self._entering[file] = max(self._entering.get(file, 0.0), setup_seconds)
+            elif not entered:
+                self._staying[file] = min(self._staying.get(file, math.inf), setup_seconds)
             self._warm.add(worker)
 
     def worker_lost(self, worker: str) -> tuple[int | None, list[int]]:

@@ -235,15 +235,47 @@ def test_recorded_entry_costs_count_before_the_run_measures_its_own() -> None:
     assert simulate(plan, 2, setup_cost=costs, scheduler=unknown).setups == 3
 
 
-def test_entry_cost_is_learnt_from_setups_after_a_workers_first_test() -> None:
-    nodeids = [f"t/test_a.py::test_{i}" for i in range(4)]
+def test_entry_cost_is_learnt_from_entering_setups_after_a_workers_first_test() -> None:
+    nodeids = [f"t/test_{m}.py::test_{i}" for m in "ab" for i in range(3)]
     sched = Scheduler(make_plan(nodeids, {}), 1, max_batch_tests=1)
-    setups = [3.0, 1.0, 0.01, 0.02]  # the first also built the session's fixtures
-    for seconds in setups:
+    # The worker's first setup also built the session's fixtures: file a's cost is not
+    # known from it. Entering b, the module fixture costs 1 s more than b's other setups.
+    setups = {"a": [3.0, 0.01, 0.02], "b": [1.0, 0.03, 0.02]}
+    for _ in range(6):
         (index,) = sched.next_batch("w")
-        sched.finished("w", index, seconds)
-    assert sched.entry_cost("t/test_a.py") == pytest.approx(1.0 - 0.01)
+        file = nodeids[index].split("::")[0][-4]
+        sched.finished("w", index, setups[file].pop(0))
+    assert sched.entry_cost("t/test_b.py") == pytest.approx(1.0 - 0.02)
+    assert sched.learnt_entry_costs() == {"t/test_b.py": pytest.approx(0.98)}
+    assert sched.entry_cost("t/test_a.py") == 0.0  # unknown
     assert sched.entry_cost("t/test_unknown.py") == 0.0
+
+
+def test_known_cheap_files_go_longest_first_across_files() -> None:
+    # Like the benchmarks' heavy-tailed suite: the long tests share one file, recorded as
+    # cheap to enter. Staying in that file would leave them all to one worker (14.2 s of
+    # 25 s); longest first across files splits them.
+    longs = [2.91, 2.74, 2.45, 2.31, 2.13, 1.65]
+    nodeids = [f"t/test_long.py::test[{i}]" for i in range(len(longs))]
+    nodeids += [f"t/test_short_{m}.py::test[{i}]" for m in range(8) for i in range(125)]
+    history = dict(zip(nodeids, longs + [0.0086] * 1000, strict=True))
+    files = {n.split("::")[0] for n in nodeids}
+    plan = make_plan(nodeids, history)
+    cheap = Scheduler(plan, 2, entry_costs=dict.fromkeys(files, 0.0002))
+    sim = simulate(plan, 2, scheduler=cheap)
+    assert sim.makespan <= plan.total / 2 + 0.05  # one short batch of imbalance at most
+    longs_per_worker = [sum(1 for i in run if "long" in nodeids[i]) for run in sim.runs]
+    assert longs_per_worker == [3, 3]
+    # A costly file keeps its affinity: one worker takes it, and another joins it only
+    # in the end game, when that pays.
+    costly = {f: 0.5 if "long" in f else 0.0002 for f in files}
+    sim = simulate(plan, 2, setup_cost=costly, scheduler=Scheduler(plan, 2, entry_costs=costly))
+    first_two = [run[0] for run in sim.runs]
+    assert sum(1 for i in first_two if "long" in nodeids[i]) == 1
+    assert sorted(sum(1 for i in run if "long" in nodeids[i]) for run in sim.runs) in (
+        [0, 6],
+        [1, 5],
+    )
 
 
 @given(durations_st, st.integers(min_value=1, max_value=16))
