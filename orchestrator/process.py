@@ -16,12 +16,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from orchestrator.protocol import FDS_ENV, Message, encode
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25
+#: How much of the end of a worker's output is searched for them.
+LOG_TAIL_BYTES = 256 * 1024
 #: How long an exchange waits for more events after the first one.
 LINGER_SECONDS = 0.05
 #: Most events handed over in one exchange.
@@ -110,6 +111,120 @@ class EventQueue:
             os.close(self.fd)
 
 
+def worker_env(init: Message, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker process: ``env`` and the worker's own variables."""
+    child_env = dict(env)
+    worker = init["worker"]
+    # Which worker this is, under our name and pytest-xdist's (plugins that isolate
+    # databases or ports per worker read the latter).
+    count = str(init.get("workercount", 1))
+    child_env["ORCHESTRATOR_WORKER"] = child_env["PYTEST_XDIST_WORKER"] = worker
+    child_env["ORCHESTRATOR_WORKER_COUNT"] = child_env["PYTEST_XDIST_WORKER_COUNT"] = count
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    return child_env
+
+
+#: ``PYTHON*`` variables a running interpreter still follows: a spare process adopts
+#: them with the rest of the environment (``PYTHONPATH`` too, see worker.adopt).
+ADOPTABLE_VARIABLES = frozenset({"PYTHONPATH", "PYTHONBREAKPOINT"})
+
+
+def _interpreter_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables Python reads once, when it starts."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k not in ADOPTABLE_VARIABLES}
+
+
+def _same_interpreter(a: str, b: str) -> bool:
+    """``python`` and ``python3.11`` of one virtual environment are the same interpreter
+    (one directory, one binary); the same binary elsewhere is another environment."""
+    try:
+        return os.path.dirname(a) == os.path.dirname(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class _Started:
+    """A ``python -m orchestrator.worker`` child and the ends of its pipes."""
+
+    def __init__(self, cwd: str, env: Mapping[str, str], python: str, name: str) -> None:
+        cmd_read, cmd_write = os.pipe()
+        evt_read, evt_write = os.pipe()
+        log_fd, log_path = tempfile.mkstemp(prefix=f"orchestrator-{name}-", suffix=".log")
+        # Nameless from the start: the file goes with the last process holding it, even
+        # when whoever owns this worker is killed and cleans nothing up.
+        os.unlink(log_path)
+        #: Where the worker's output is read back from (see WorkerProcess.log_tail).
+        self.log = os.dup(log_fd)
+        child_env = dict(env)
+        child_env[FDS_ENV] = f"{cmd_read},{evt_write}"
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-m", "orchestrator.worker"],
+                cwd=cwd,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                pass_fds=(cmd_read, evt_write),
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in (cmd_write, evt_read, self.log):
+                os.close(fd)
+            raise
+        finally:
+            os.close(cmd_read)
+            os.close(evt_write)
+            os.close(log_fd)
+        self.commands = os.fdopen(cmd_write, "wb")
+        self.events = EventQueue(evt_read, f"orchestrator-{name}-events")
+
+
+class Spare:
+    """A worker process started before anyone needs it: Python is up and pytest
+    imported, and it waits for its init (a warm relay keeps one, see ray_executor).
+
+    A run that takes it sends its directory and environment with the init, and the
+    process adopts them before pytest starts, as if it had been started with them. Only
+    variables Python reads at its own start cannot be adopted: a run whose ``PYTHON*``
+    variables (``PYTHONPATH`` aside) or interpreter differ starts a new process.
+    """
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+        self.env = dict(os.environ)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self._started: _Started | None = _Started(os.getcwd(), self.env, self.python, "spare")
+
+    def fits(self, env: Mapping[str, str], python: str) -> bool:
+        started = self._started
+        return (
+            started is not None
+            and started.proc.poll() is None
+            and _same_interpreter(python, self.python)
+            and _interpreter_settings(env) == _interpreter_settings(self.env)
+        )
+
+    def take(self) -> _Started:
+        started, self._started = self._started, None
+        if started is None:
+            raise RuntimeError("this spare worker process was already taken")
+        return started
+
+    def close(self) -> None:
+        started, self._started = self._started, None
+        if started is None:
+            return
+        with contextlib.suppress(OSError):
+            started.commands.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(started.proc.pid, signal.SIGKILL)
+        started.proc.wait()
+        started.events.close()
+        with contextlib.suppress(OSError):
+            os.close(started.log)
+
+
 class WorkerProcess:
     """A ``python -m orchestrator.worker`` child with a command pipe and an event pipe."""
 
@@ -120,39 +235,23 @@ class WorkerProcess:
         cwd: str,
         env: Mapping[str, str],
         python: str | None = None,
+        spare: Spare | None = None,
     ) -> None:
         self.worker_id: str = init["worker"]
-        cmd_read, cmd_write = os.pipe()
-        evt_read, evt_write = os.pipe()
-        log_fd, self.log_path = tempfile.mkstemp(
-            prefix=f"orchestrator-{self.worker_id}-", suffix=".log"
-        )
-        child_env = dict(env)
-        child_env[FDS_ENV] = f"{cmd_read},{evt_write}"
-        # Which worker this is, under our name and pytest-xdist's (plugins that isolate
-        # databases or ports per worker read the latter).
-        count = str(init.get("workercount", 1))
-        child_env["ORCHESTRATOR_WORKER"] = child_env["PYTEST_XDIST_WORKER"] = self.worker_id
-        child_env["ORCHESTRATOR_WORKER_COUNT"] = child_env["PYTEST_XDIST_WORKER_COUNT"] = count
-        child_env.setdefault("PYTHONUNBUFFERED", "1")
-        try:
-            self._proc = subprocess.Popen(
-                [python or sys.executable, "-m", "orchestrator.worker"],
-                cwd=cwd,
-                env=child_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                pass_fds=(cmd_read, evt_write),
-                start_new_session=True,
-            )
-        finally:
-            os.close(cmd_read)
-            os.close(evt_write)
-            os.close(log_fd)
+        child_env = worker_env(init, env)
+        python = python or sys.executable
+        if spare is not None and spare.fits(child_env, python):
+            started = spare.take()
+            init = {**init, "adopt": {"cwd": cwd, "env": child_env}}
+        else:
+            if spare is not None:
+                spare.close()
+            started = _Started(cwd, child_env, python, self.worker_id)
+        self._proc = started.proc
+        self._log = started.log
         _match_priority(self._proc.pid, init.get("nice"))
-        self._commands = os.fdopen(cmd_write, "wb")
-        self._events = EventQueue(evt_read, f"orchestrator-{self.worker_id}-events")
+        self._commands = started.commands
+        self._events = started.events
         self.exit_event: Message | None = None
         self.send([init])
 
@@ -210,8 +309,12 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the worker's output; from the fatal error on, when there is one."""
+        if self._log < 0:
+            return ""
         try:
-            text = Path(self.log_path).read_text(encoding="utf-8", errors="replace")
+            size = os.fstat(self._log).st_size
+            start = max(0, size - LOG_TAIL_BYTES)
+            text = os.pread(self._log, size - start, start).decode("utf-8", errors="replace")
         except OSError:
             return ""
         all_lines = text.splitlines()
@@ -243,5 +346,7 @@ class WorkerProcess:
         self._proc.wait()
         if self.exit_event is None:
             self._events.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
+        if self._log >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._log)
+            self._log = -1

@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator.config import POLL_SECONDS
 from orchestrator.errors import ClusterError
 from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
-from orchestrator.process import WorkerProcess
+from orchestrator.process import Spare, WorkerProcess
 from orchestrator.protocol import Message
 from orchestrator.shipping import Shipment, is_loopback, portable_env
 
@@ -64,6 +64,9 @@ class WorkerActor:
     ) -> None:
         self._proc: WorkerProcess | None = None
         self._holder: list[Any] | None = None
+        #: A warm relay's worker process started ahead of the next run (Python up,
+        #: pytest imported), which that run's worker adopts instead of starting one.
+        self._spare: Spare | None = None
         self._lock = threading.Lock()
         if init is not None:
             self.start(init, cwd, env or {}, python)
@@ -89,7 +92,9 @@ class WorkerActor:
         if not os.path.exists(python):
             python = sys.executable
         self._stop_process(0.0)
-        self._proc = WorkerProcess(init, cwd=cwd, env=child_env, python=python)
+        with self._lock:
+            spare, self._spare = self._spare, None
+        self._proc = WorkerProcess(init, cwd=cwd, env=child_env, python=python, spare=spare)
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()}"
@@ -143,8 +148,14 @@ class WorkerActor:
 
     def _watch_holder(self) -> None:
         """Stop the worker process of a run that died holding this relay, so that its
-        tests do not go on using the machine until the next run leases the relay."""
+        tests do not go on using the machine until the next run leases the relay; and
+        keep a spare worker process ready while the relay is free."""
         while True:
+            holder = self._holder
+            if holder is None:
+                with self._lock:
+                    if self._spare is None and self._holder is None and self._proc is None:
+                        self._spare = Spare()
             time.sleep(LEASE_WATCH_SECONDS)
             holder = self._holder
             if holder is None or self._holder_alive(holder):

@@ -11,6 +11,7 @@ worker holds a test while another is idle.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import sys
@@ -18,11 +19,12 @@ import threading
 import time
 import warnings
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from orchestrator.protocol import Channel, Message
+from orchestrator.protocol import FDS_ENV, Channel, Message
 
 #: The attributes of a TestReport that a plain passed phase has, and nothing else.
 PLAIN_FIELDS = frozenset(
@@ -324,6 +326,29 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="orchestrator-parent-watch", daemon=True).start()
 
 
+def _python_path(env: Mapping[str, str]) -> list[str]:
+    return [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+def adopt(cwd: str, env: Mapping[str, str]) -> None:
+    """Take the run's directory and environment, as if started with them.
+
+    A spare process (see :class:`orchestrator.process.Spare`) was started before its run
+    was known, elsewhere and with another environment: ``sys.path`` starts with the
+    directory it started in and the ``PYTHONPATH`` of then, which give way to the run's.
+    """
+    fds = os.environ.get(FDS_ENV)
+    old = set(_python_path(os.environ))
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    if fds is not None:
+        os.environ[FDS_ENV] = fds
+    rest = [p for p in sys.path[1:] if p not in old]
+    sys.path[:] = [os.getcwd(), *_python_path(env), *rest]
+    importlib.invalidate_caches()
+
+
 def main() -> int:
     """Entry point of a worker process (``python -m orchestrator.worker``)."""
     _exit_with_parent()
@@ -331,6 +356,8 @@ def main() -> int:
     init = channel.receive()
     if init.get("t") != "init":
         raise SystemExit(f"worker expected an init message, got {init!r}")
+    if init.get("adopt"):
+        adopt(init["adopt"]["cwd"], init["adopt"]["env"])
     sys.path[:0] = [p for p in init.get("sys_path_prefix", []) if p not in sys.path]
     plugin = WorkerPlugin(channel, init)
     code = pytest.main(list(init["args"]), plugins=[plugin])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,28 @@ def test_stale_record_is_ignored_and_removed(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_up_run_down(tmp_path: Path) -> None:
+def _worker_processes() -> set[int]:
+    """Processes running ``python -m orchestrator.worker`` on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"orchestrator.worker" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_up_run_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    (tmp_path / "test_a.py").write_text("def test_a():\n    pass\n")
+    (tmp_path / "test_a.py").write_text(
+        "import os, pathlib\n\n"
+        "def test_a():\n"
+        "    pathlib.Path(os.environ['WORKER_PID_FILE']).write_text(str(os.getpid()))\n"
+    )
+    pid_file = tmp_path / "worker.pid"
+    monkeypatch.setenv("WORKER_PID_FILE", str(pid_file))
     up = _orchestrator(tmp_path, "up", "--cpus", "1")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -54,8 +74,14 @@ def test_up_run_down(tmp_path: Path) -> None:
         assert f"started at {record.address}" in up.stdout
         again = _orchestrator(tmp_path, "up")
         assert f"already running at {record.address}" in again.stdout
-        run = _orchestrator(tmp_path, "run", "-p", "no:cacheprovider")
+        # The free relay keeps a worker process ready (Python up, pytest imported)...
+        deadline = time.monotonic() + 30
+        while not (spares := _worker_processes()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run = _orchestrator(tmp_path, "run", "-p", "no:cacheprovider", "test_a.py")
         assert run.returncode == 0, run.stdout + run.stderr
+        # ... which the run's worker adopted instead of starting one.
+        assert int(pid_file.read_text()) in spares
         assert f"the Ray cluster at {record.address}" in run.stdout
         assert read_record(tmp_path) is not None  # the run left it running
         # The run leased the daemon's warm relay, and gave it back for the next run.

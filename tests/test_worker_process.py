@@ -192,3 +192,88 @@ def test_a_worker_told_to_finish_before_its_tests_ends_cleanly(suite: Path) -> N
         proc.close()
     assert [e["t"] for e in events] == ["ready", "bye", "exit"]
     assert events[-1]["code"] == 0
+
+
+ADOPTING_SUITE = """
+import os, sys
+from pathlib import Path
+
+def test_runs_as_if_started_for_this_run():
+    assert Path.cwd() == Path(os.environ["EXPECTED_CWD"])
+    assert os.environ["ORCHESTRATOR_WORKER"] == "gw7"
+    assert "SPARE_ONLY" not in os.environ
+    import helper_new  # from the run's PYTHONPATH
+    assert helper_new.VALUE == 42
+    try:
+        import helper_old  # from the spare's PYTHONPATH: gone
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("the spare's PYTHONPATH is still on sys.path")
+"""
+
+
+def _spare_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    suite, old, new = tmp_path / "suite", tmp_path / "old", tmp_path / "new"
+    for d in (suite, old, new):
+        d.mkdir()
+    (suite / "test_adopt.py").write_text(ADOPTING_SUITE)
+    (old / "helper_old.py").write_text("VALUE = 1\n")
+    (new / "helper_new.py").write_text("VALUE = 42\n")
+    return suite, old, new
+
+
+def test_a_spare_process_adopts_the_runs_directory_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.process import Spare
+
+    suite, old, new = _spare_dirs(tmp_path)
+    # Started elsewhere, before the run, with another environment.
+    monkeypatch.chdir(old)
+    monkeypatch.setenv("PYTHONPATH", str(old))
+    monkeypatch.setenv("SPARE_ONLY", "1")
+    spare = Spare()
+    monkeypatch.undo()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH="new", EXPECTED_CWD=str(suite))  # relative: to the run's directory
+    (suite / "new").symlink_to(new)
+    spare_pid = spare._started.proc.pid if spare._started else None
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"]}
+    proc = WorkerProcess(init, cwd=str(suite), env=env, spare=spare)
+    try:
+        assert proc._proc.pid == spare_pid  # the spare, not a new process
+        proc.send(
+            [{"t": "tests", "nodeids": ["test_adopt.py::test_runs_as_if_started_for_this_run"]}]
+        )
+        events = []
+        script = [_run(0), FINISH]
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                proc.send([script.pop(0)])
+    finally:
+        proc.close()
+    outcomes = [e["r"]["outcome"] for e in events if e["t"] == "report"]
+    assert outcomes == ["passed", "passed", "passed"], events
+
+
+def test_a_spare_started_with_other_interpreter_settings_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.process import Spare
+
+    suite, _, _ = _spare_dirs(tmp_path)
+    monkeypatch.setenv("PYTHONHASHSEED", "1")
+    spare = Spare()
+    monkeypatch.undo()
+    assert spare._started is not None
+    spare_proc = spare._started.proc
+    env = dict(os.environ, PYTHONHASHSEED="2")
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"]}
+    proc = WorkerProcess(init, cwd=str(suite), env=env, spare=spare)
+    try:
+        assert proc._proc.pid != spare_proc.pid
+        assert spare_proc.poll() is not None  # closed, not left behind
+    finally:
+        proc.close()
