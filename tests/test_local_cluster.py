@@ -101,8 +101,17 @@ def test_up_run_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         for line in killed.stdout:
             if "warm relays" in line:
                 break
+        busy = _worker_processes()  # the killed run's worker among them
         killed.kill()
         killed.wait()
+        # Within seconds the relay notices, stops the orphaned worker process and, free
+        # again, makes a new one ready.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _worker_processes()
+            if now and not now & busy:
+                break
+            time.sleep(0.2)
         after = _orchestrator(tmp_path, "run", "-p", "no:cacheprovider", "test_a.py")
         assert after.returncode == 0, after.stdout + after.stderr
         assert "1 worker(s) in warm relays" in after.stdout
