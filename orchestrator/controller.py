@@ -225,11 +225,17 @@ class Controller:
         for worker in adopted:
             self.executor.send(worker, [tests])
         self.executor.dispatch()
-        if inits:
-            # The most constrained first, so that Ray places them before an ordinary worker
-            # takes the CPU a GPU node has for them.
-            inits.sort(key=lambda init: not init.get("resources"))
-            self.executor.launch(inits, self.env, self.cwd)
+        constrained = [init for init in inits if init.get("resources")]
+        ordinary = [init for init in inits if not init.get("resources")]
+        if constrained and ordinary and wait:
+            # Ray may place an ordinary worker asked for a moment later on the node a GPU
+            # worker waits for (a CPU being freed there by a worker that just stopped):
+            # the constrained ones are placed first, then the others take what is left.
+            self.executor.launch(constrained, self.env, self.cwd)
+            self.executor.wait_started([init["worker"] for init in constrained])
+            self.executor.launch(ordinary, self.env, self.cwd)
+        elif inits:
+            self.executor.launch(constrained + ordinary, self.env, self.cwd)
         if not wait:
             for worker in started:
                 self.executor.send(worker, [tests])  # delivered once Ray has placed it
