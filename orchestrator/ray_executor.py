@@ -151,8 +151,7 @@ class WorkerActor:
         tests do not go on using the machine until the next run leases the relay; and
         keep a spare worker process ready while the relay is free."""
         while True:
-            holder = self._holder
-            if holder is None:
+            if self._holder is None:
                 with self._lock:
                     if self._spare is None and self._holder is None and self._proc is None:
                         self._spare = Spare()
