@@ -179,6 +179,27 @@ class _Started:
         self.commands = os.fdopen(cmd_write, "wb")
         self.events = EventQueue(evt_read, f"orchestrator-{name}-events")
 
+    def kill(self) -> None:
+        """Kill the worker and anything it started (its own process group)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+
+    def end(self, *, events: bool = True) -> None:
+        """Kill what is left of the worker, wait for it, let go of its pipes and log."""
+        with contextlib.suppress(OSError):
+            self.commands.close()
+        self.kill()
+        self.proc.wait()
+        if events:
+            self.events.close()
+        if self.log >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.log)
+            self.log = -1
+
 
 class Spare:
     """A worker process started before anyone needs it: Python is up and pytest
@@ -213,16 +234,8 @@ class Spare:
 
     def close(self) -> None:
         started, self._started = self._started, None
-        if started is None:
-            return
-        with contextlib.suppress(OSError):
-            started.commands.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(started.proc.pid, signal.SIGKILL)
-        started.proc.wait()
-        started.events.close()
-        with contextlib.suppress(OSError):
-            os.close(started.log)
+        if started is not None:
+            started.end()
 
 
 class WorkerProcess:
@@ -247,8 +260,8 @@ class WorkerProcess:
             if spare is not None:
                 spare.close()
             started = _Started(cwd, child_env, python, self.worker_id)
+        self._started = started
         self._proc = started.proc
-        self._log = started.log
         _match_priority(self._proc.pid, init.get("nice"))
         self._commands = started.commands
         self._events = started.events
@@ -309,12 +322,13 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the worker's output; from the fatal error on, when there is one."""
-        if self._log < 0:
+        log = self._started.log
+        if log < 0:
             return ""
         try:
-            size = os.fstat(self._log).st_size
+            size = os.fstat(log).st_size
             start = max(0, size - LOG_TAIL_BYTES)
-            text = os.pread(self._log, size - start, start).decode("utf-8", errors="replace")
+            text = os.pread(log, size - start, start).decode("utf-8", errors="replace")
         except OSError:
             return ""
         all_lines = text.splitlines()
@@ -329,11 +343,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker and anything it started (its own process group)."""
-        if self._proc.poll() is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self._proc.kill()
+        self._started.kill()
 
     def close(self, grace: float = 5.0) -> None:
         """Ask nicely (the session may still be finishing), then kill; remove the log."""
@@ -342,11 +352,5 @@ class WorkerProcess:
         deadline = time.monotonic() + grace
         while self._proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.kill()
-        self._proc.wait()
-        if self.exit_event is None:
-            self._events.close()
-        if self._log >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._log)
-            self._log = -1
+        # Its events were let go of already when its end was reported.
+        self._started.end(events=self.exit_event is None)
