@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from orchestrator.config import POLL_SECONDS
@@ -253,6 +253,8 @@ class RayExecutor:
         #: Workers running in leased warm relays (released, not killed, at the end).
         self._leased: set[str] = set()
         self._lease_token: Any = None
+        #: ``ray.shutdown`` running while the caller writes its reports.
+        self._closing: threading.Thread | None = None
 
     # -- cluster ---------------------------------------------------------------------
     def connect(self, local_cpus: int) -> ClusterInfo:
@@ -288,7 +290,8 @@ class RayExecutor:
             if self.shipment is not None:
                 quiet["runtime_env"] = self.shipment.runtime_env()
             try:
-                ray.init(address=self.address, **quiet)
+                with _driver_settings():
+                    ray.init(address=self.address, **quiet)
             except ray.exceptions.RuntimeEnvSetupError as exc:
                 raise ClusterError(
                     f"the project's files could not be shipped to the cluster at "
@@ -309,15 +312,16 @@ class RayExecutor:
             # Ray runs its workers at nice 15; our test processes should compete with
             # nothing at a disadvantage, as they would under plain pytest.
             os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(
-                # A new instance, even where `ray start` left the address of its own
-                # (Ray would join that one, and refuse the CPU count).
-                address="local",
-                num_cpus=local_cpus,
-                include_dashboard=False,
-                object_store_memory=256 * 1024 * 1024,
-                **quiet,
-            )
+            with _driver_settings():
+                ray.init(
+                    # A new instance, even where `ray start` left the address of its own
+                    # (Ray would join that one, and refuse the CPU count).
+                    address="local",
+                    num_cpus=local_cpus,
+                    include_dashboard=False,
+                    object_store_memory=256 * 1024 * 1024,
+                    **quiet,
+                )
             self._started_here = self._connected_here = True
         cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
         if self._started_here:
@@ -481,9 +485,14 @@ class RayExecutor:
                 self._ray.get(actor.close.remote(), timeout=15)
         self._ray.kill(actor)
 
-    def shutdown(self, graceful: bool = True) -> None:
+    def shutdown(self, graceful: bool = True, *, wait: bool = True) -> None:
         """Stop the workers (letting their sessions finish when ``graceful``) and the
-        cluster if we started it. Safe to call twice."""
+        cluster if we started it. Safe to call twice.
+
+        With ``wait=False`` the workers are still stopped before it returns, but Ray's
+        own disconnection (a quarter of a second or more) goes on in a thread while the
+        caller writes its reports; :meth:`wait_closed` waits for it.
+        """
         if self._ray is None:
             return
         leased = [actor for w, actor in self._actors.items() if w in self._leased]
@@ -500,10 +509,44 @@ class RayExecutor:
         self._outstanding.clear()
         if self._connected_here:
             # Also from a cluster we only joined: disconnecting now costs less than Ray's
-            # own clean-up when the interpreter exits.
-            self._ray.shutdown()
+            # own clean-up when the interpreter exits (which first sleeps half a second).
+            if wait:
+                self._ray.shutdown()
+            else:
+                self._closing = threading.Thread(
+                    target=self._ray.shutdown, name="orchestrator-ray-shutdown"
+                )
+                self._closing.start()
             self._connected_here = self._started_here = False
         self._ray = None
+
+    def wait_closed(self) -> None:
+        """Return once a disconnection started by ``shutdown(wait=False)`` is over."""
+        if self._closing is not None:
+            self._closing.join()
+            self._closing = None
+
+
+#: Ray settings for this process's own connection (and for the instance a run starts for
+#: itself, whose processes start meanwhile), unless the user set them. The driver's
+#: buffer of task events (what Ray's dashboard lists as tasks) holds ``ray.shutdown`` for
+#: a quarter of a second or more while it flushes; a run's driver submits only its
+#: workers' polls, which nobody looks up there.
+DRIVER_SETTINGS = {"RAY_task_events_report_interval_ms": "0"}
+
+
+@contextlib.contextmanager
+def _driver_settings() -> Iterator[None]:
+    """Apply :data:`DRIVER_SETTINGS` while Ray reads them (``ray.init``), and only then:
+    the test processes inherit this environment, and their own Ray use keeps Ray's
+    defaults."""
+    added = {k: v for k, v in DRIVER_SETTINGS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def start_local_head(

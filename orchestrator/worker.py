@@ -349,10 +349,26 @@ def adopt(cwd: str, env: Mapping[str, str]) -> None:
     importlib.invalidate_caches()
 
 
+def preload() -> None:
+    """Import the modules every worker's pytest session loads: pytest's own plugins and
+    ours. A spare process does it while it waits for a run (a tenth of a second or more
+    off the run's start); the modules come from where ``orchestrator.worker`` itself came
+    from, so a run's ``PYTHONPATH`` cannot make them differ from what they load."""
+    from _pytest.config import default_plugins
+
+    names = [f"_pytest.{plugin}" for plugin in default_plugins]
+    for name in [*names, "pytest_orchestrator.plugin"]:
+        try:
+            importlib.import_module(name)
+        except Exception:  # pytest reports it, if it matters, when it loads the plugin
+            continue
+
+
 def main() -> int:
     """Entry point of a worker process (``python -m orchestrator.worker``)."""
     _exit_with_parent()
     channel = Channel.from_env()
+    preload()
     init = channel.receive()
     if init.get("t") != "init":
         raise SystemExit(f"worker expected an init message, got {init!r}")

@@ -378,6 +378,45 @@ def test_embedded_cluster_starts_and_stops_cleanly(
     assert not leftovers, f"processes left behind: {sorted(leftovers)}"
 
 
+def test_two_runs_in_one_program(pytester: pytest.Pytester, on_cluster: str) -> None:
+    """A program that runs pytest twice: each run has closed its Ray connection by the
+    time ``pytest.main`` returns (it closes while the reports are written), and the
+    settings the run gives its own connection do not reach the tests' environment."""
+    pytester.makepyfile(
+        test_env="""
+        import os
+        def test_env():
+            assert "RAY_task_events_report_interval_ms" not in os.environ
+        """
+    )
+    script = pytester.makepyfile(
+        main="""
+        import sys
+        import pytest
+        import ray
+
+        for run in (1, 2):
+            code = pytest.main(
+                ["-q", "-p", "no:cacheprovider", "--ray", "--ray-workers", "1",
+                 f"--junitxml=run{run}.xml", "test_env.py"]
+            )
+            print(f"run {run}: code {int(code)}, connected {ray.is_initialized()}")
+        """
+    )
+    result = pytester.run(sys.executable, str(script), timeout=240)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*1 passed*",
+            "run 1: code 0, connected False",
+            "*1 passed*",
+            "run 2: code 0, connected False",
+        ]
+    )
+    for run in (1, 2):
+        assert 'tests="1"' in (pytester.path / f"run{run}.xml").read_text()
+
+
 def test_workers_get_their_own_temporary_directories(
     pytester: pytest.Pytester, on_cluster: str
 ) -> None:

@@ -91,6 +91,8 @@ class RaySession:
         self.testrunuid = uuid.uuid4().hex
         #: The cluster connection and the workers started while the suite was collected.
         self._early: _EarlyStart | None = None
+        #: The executor whose Ray connection is being closed.
+        self._closing: RayExecutor | None = None
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -140,10 +142,19 @@ class RaySession:
         return _EarlyStart(executor, info, [init["worker"] for init in inits])
 
     def _release(self) -> None:
-        """Stop the workers and the connection (safe to call again)."""
+        """Stop the workers and start closing the connection (safe to call again): Ray
+        disconnects while the reports are written, and is done by the end of the run
+        (:meth:`pytest_unconfigure`)."""
         if self._early is not None:
-            self._early.executor.shutdown()
+            self._closing = self._early.executor
             self._early = None
+            self._closing.shutdown(wait=False)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._closing is not None:
+            self._closing.wait_closed()
+            self._closing = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
