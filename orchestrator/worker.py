@@ -349,15 +349,26 @@ def adopt(cwd: str, env: Mapping[str, str]) -> None:
     importlib.invalidate_caches()
 
 
+#: What ``pytest_orchestrator.plugin`` imports from this package. The plugin itself is left
+#: to pytest, which rewrites its assertions and would warn about a module imported before.
+PRELOADED = (
+    "orchestrator.config",
+    "orchestrator.kinds",
+    "orchestrator.retry",
+    "orchestrator.settings",
+    "orchestrator.sharding",
+    "orchestrator.shipping",
+)
+
+
 def preload() -> None:
     """Import the modules every worker's pytest session loads: pytest's own plugins and
-    ours. A spare process does it while it waits for a run (a tenth of a second or more
-    off the run's start); the modules come from where ``orchestrator.worker`` itself came
-    from, so a run's ``PYTHONPATH`` cannot make them differ from what they load."""
+    what ours needs. A spare process does it while it waits for a run (a tenth of a second
+    off the run's start); they come from where ``orchestrator.worker`` itself came from, so
+    a run's ``PYTHONPATH`` could not have made them differ."""
     from _pytest.config import default_plugins
 
-    names = [f"_pytest.{plugin}" for plugin in default_plugins]
-    for name in [*names, "pytest_orchestrator.plugin"]:
+    for name in [*(f"_pytest.{plugin}" for plugin in default_plugins), *PRELOADED]:
         try:
             importlib.import_module(name)
         except Exception:  # pytest reports it, if it matters, when it loads the plugin

@@ -405,6 +405,9 @@ def test_two_runs_in_one_program(pytester: pytest.Pytester, on_cluster: str) -> 
     )
     result = pytester.run(sys.executable, str(script), timeout=240)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    # Workers import some modules before pytest starts, none that pytest would rewrite
+    # (it warns about those where the project is installed, not installed editable).
+    assert "already imported" not in result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(
         [
             "*1 passed*",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -277,3 +279,19 @@ def test_a_spare_started_with_other_interpreter_settings_is_not_used(
         assert spare_proc.poll() is not None  # closed, not left behind
     finally:
         proc.close()
+
+
+def test_preload_leaves_the_plugin_to_pytest() -> None:
+    """A ready worker imports what every session needs before its run is known, but not
+    the plugin package: pytest rewrites the assertions of installed plugins and warns
+    about one imported before it started."""
+    code = (
+        "import sys; from orchestrator.worker import PRELOADED, preload; preload(); "
+        "print(all(name in sys.modules for name in PRELOADED), "
+        "'_pytest.junitxml' in sys.modules, "
+        "any(name.startswith('pytest_orchestrator') for name in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["True", "True", "False"]
