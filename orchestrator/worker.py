@@ -19,11 +19,12 @@ import threading
 import time
 import warnings
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import pytest
 
+from orchestrator.gcpause import paused_gc
 from orchestrator.protocol import FDS_ENV, Channel, Message
 
 #: The attributes of a TestReport that a plain passed phase has, and nothing else.
@@ -132,6 +133,11 @@ class WorkerPlugin:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             session.config.pluginmanager.unregister(reporter)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
+        with paused_gc():
+            return (yield)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         wanted = self.wanted if self.wanted is not None else self._receive_tests()

@@ -16,7 +16,7 @@ import time
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +34,7 @@ from orchestrator.controller import Controller, RunStats, worker_init
 from orchestrator.durations import ENTRY_PREFIX, DurationStore
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.executor import ClusterInfo
+from orchestrator.gcpause import paused_gc
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
 from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
@@ -95,16 +96,17 @@ class RaySession:
         self._closing: RayExecutor | None = None
 
     # -- the run ---------------------------------------------------------------------
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
         """Connect to Ray and start the workers before collecting: they collect the suite
         while the controller does, instead of after it."""
-        if session.config.option.collectonly:
-            return
-        try:
-            self._early = self._launch()
-        except OrchestratorError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        if not session.config.option.collectonly:
+            try:
+                self._early = self._launch()
+            except OrchestratorError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        with paused_gc():
+            return (yield)
 
     def _launch(self) -> _EarlyStart:
         from orchestrator.ray_executor import RayExecutor
