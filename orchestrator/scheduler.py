@@ -321,12 +321,18 @@ class Scheduler:
         return 0.0 if known is None else known
 
     def _known_cost(self, file: int) -> float | None:
-        """The cost of entering ``file``: measured in this run (two setups at least),
-        else learnt by an earlier one; None when nothing is known."""
+        """The cost of entering ``file``: measured in this run, else learnt by an earlier
+        one; None when nothing is known."""
+        measured = self._measured_cost(file)
+        return measured if measured is not None else self._prior.get(file)
+
+    def _measured_cost(self, file: int) -> float | None:
+        """The cost of entering ``file`` measured in this run (a setup entering it and one
+        staying in it), or None."""
         entering, staying = self._entering.get(file), self._staying.get(file)
-        if entering is not None and staying is not None:
-            return max(0.0, entering - staying)
-        return self._prior.get(file)
+        if entering is None or staying is None:
+            return None
+        return max(0.0, entering - staying)
 
     def _cheap(self, file: int | None, index: int) -> bool:
         """Is entering ``file`` known to cost next to nothing, next to test ``index``?"""
@@ -338,11 +344,8 @@ class Scheduler:
     def learnt_entry_costs(self) -> dict[str, float]:
         """The entry costs measured in this run, by file path (for the next run)."""
         paths = {number: path for path, number in self._file_number.items()}
-        return {
-            paths[file]: max(0.0, entering - self._staying[file])
-            for file, entering in self._entering.items()
-            if file in self._staying
-        }
+        measured = {file: self._measured_cost(file) for file in self._entering}
+        return {paths[file]: cost for file, cost in measured.items() if cost is not None}
 
     def _pays(self, file: int, others: int, left: float) -> bool:
         """Does one more worker in a file ``others`` workers are in finish it sooner?
