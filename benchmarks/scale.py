@@ -7,9 +7,10 @@ directory) with recorded durations for every test, then measures on this machine
 
 - planning: estimating and ordering every test (``make_plan``), and building the scheduler's
   queues;
-- bookkeeping: the scheduler's dispatch and completion calls per second while
-  :func:`orchestrator.simulate.simulate` replays the suite on ``--workers`` simulated
-  workers, each request for work taking ``--latency`` seconds to be answered;
+- bookkeeping: tests per second while :func:`orchestrator.simulate.simulate` replays the
+  suite on ``--workers`` simulated workers (the scheduler's dispatch and completion calls,
+  and the simulation's own events: a test's start and end each), each request for work
+  taking ``--latency`` seconds to be answered; workers ask ahead, as real ones do;
 - efficiency: busy time over workers x makespan in the simulation.
 """
 
@@ -47,7 +48,7 @@ def main() -> int:
     scheduler = Scheduler(plan, args.workers)
     queues = time.perf_counter() - started
     started = time.perf_counter()
-    result = simulate(plan, args.workers, scheduler=scheduler, latency=args.latency)
+    result = simulate(plan, args.workers, scheduler=scheduler, latency=args.latency, ahead=True)
     replay = time.perf_counter() - started
 
     share = plan.longest / plan.total

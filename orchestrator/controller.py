@@ -336,8 +336,11 @@ class Controller:
                 data["location"] = event["l"]
             self._report(worker, {"i": event["i"], "r": data})
         elif kind == "need":
-            self._parked.add(worker)
-            self._serve(worker)
+            if event.get("ahead"):
+                self._serve_ahead(worker)
+            else:
+                self._parked.add(worker)
+                self._serve(worker)
         elif kind == "warning":
             self.listener.test_warning(worker, event)
         elif kind == "ready":
@@ -376,7 +379,7 @@ class Controller:
             self._waiting.discard(worker)
             if idle:  # else the clock starts when its current test's teardown arrives
                 self._since[worker] = time.monotonic()
-            self.executor.send(worker, [{"t": "run", "i": batch}])
+            self._send_batch(worker, batch)
         elif self._unsettled(worker):
             if worker not in self._waiting:
                 self._waiting.add(worker)
@@ -386,6 +389,22 @@ class Controller:
             self._waiting.discard(worker)
             self.states[worker] = State.FINISHING
             self.executor.send(worker, [{"t": "finish"}])
+
+    def _serve_ahead(self, worker: str) -> None:
+        """Answer a worker that asks before it runs out: more tests, or "later" (it asks
+        again when it has run what it holds)."""
+        batch: list[int] = []
+        if self.states.get(worker) is State.READY:
+            available = [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
+            batch = self.scheduler.next_batch(worker, available=available, ahead=True)
+        if batch:
+            self._send_batch(worker, batch)
+        else:
+            self.executor.send(worker, [{"t": "later"}])
+
+    def _send_batch(self, worker: str, batch: list[int]) -> None:
+        message = {"t": "run", "i": batch, "a": self.scheduler.ask_at(batch)}
+        self.executor.send(worker, [message])
 
     def _unsettled(self, worker: str) -> bool:
         """Could more work still appear for ``worker`` (a queued test of a class it

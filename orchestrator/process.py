@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from orchestrator.protocol import FDS_ENV, Message, encode
 LOG_TAIL_LINES = 25
 #: How much of the end of a worker's output is searched for them.
 LOG_TAIL_BYTES = 256 * 1024
+#: Longest a worker's events wait in its pipe when it does not wake its owner.
+READ_SECONDS = 0.05
 #: How long an exchange waits for more events after the first one.
 LINGER_SECONDS = 0.05
 #: Most events handed over in one exchange.
@@ -59,10 +62,16 @@ class EventQueue:
     Between two exchanges the owner is busy elsewhere (a Ray round trip, the
     controller); a worker running tiny tests would fill the pipe in that time and
     stall on its next write. Draining the pipe continuously keeps it running.
+
+    With a wake pipe (see :class:`orchestrator.protocol.Channel`) the thread reads every
+    :data:`READ_SECONDS`, and at once when the worker wakes it, instead of at every write:
+    a worker running tiny tests would otherwise wake it (and take a core from the tests)
+    a thousand times a second.
     """
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, wake_fd: int | None = None) -> None:
         self.fd = fd
+        self.wake_fd = wake_fd
         self._partial = b""
         self._lines: deque[bytes] = deque()
         self._cond = threading.Condition()
@@ -71,22 +80,55 @@ class EventQueue:
         self._thread.start()
 
     def _pump(self) -> None:
+        woken = self.wake_fd is not None
+        if woken:
+            os.set_blocking(self.fd, False)
         while True:
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except OSError:
-                chunk = b""
+            if woken:
+                woken = self._wait_for_wake()
+                if not woken:  # the worker is ending: read the rest as it comes
+                    os.set_blocking(self.fd, True)
+            chunk, eof = self._read(blocking=not woken)
             lines = (self._partial + chunk).split(b"\n") if chunk else []
             if lines:
                 self._partial = lines.pop()
-            with self._cond:
-                # Whole lines only, all of this read at once: one wake-up per read.
-                self._lines.extend(line + b"\n" for line in lines)
-                if not chunk:
-                    self._eof = True
-                self._cond.notify_all()
-            if not chunk:
+            if lines or eof:
+                with self._cond:
+                    # Whole lines only, all of this read at once: one wake-up per read.
+                    self._lines.extend(line + b"\n" for line in lines)
+                    self._eof = eof
+                    self._cond.notify_all()
+            if eof:
                 return
+
+    def _wait_for_wake(self) -> bool:
+        """Wait until the worker wakes us or it is time to read anyway; False once the
+        worker closed its end of the wake pipe."""
+        assert self.wake_fd is not None
+        ready, _, _ = select.select([self.wake_fd], [], [], READ_SECONDS)
+        if not ready:
+            return True
+        try:
+            return bool(os.read(self.wake_fd, 4096))
+        except OSError:
+            return False
+
+    def _read(self, *, blocking: bool) -> tuple[bytes, bool]:
+        """What the pipe holds (waiting for something when ``blocking``), and whether
+        the worker closed it."""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return b"".join(chunks), False
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            if blocking:
+                return chunk, False
 
     def readline(self, timeout: float) -> bytes | None:
         """The next line, waiting up to ``timeout``; None on timeout or at the end."""
@@ -107,8 +149,10 @@ class EventQueue:
 
     def close(self) -> None:
         self._thread.join(timeout=2.0)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        for fd in (self.fd, self.wake_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def worker_env(init: Message, env: Mapping[str, str]) -> dict[str, str]:
@@ -149,6 +193,7 @@ class _Started:
     def __init__(self, cwd: str, env: Mapping[str, str], python: str, name: str) -> None:
         cmd_read, cmd_write = os.pipe()
         evt_read, evt_write = os.pipe()
+        wake_read, wake_write = os.pipe()
         log_fd, log_path = tempfile.mkstemp(prefix=f"orchestrator-{name}-", suffix=".log")
         # Nameless from the start: the file goes with the last process holding it, even
         # when whoever owns this worker is killed and cleans nothing up.
@@ -156,7 +201,7 @@ class _Started:
         #: Where the worker's output is read back from (see WorkerProcess.log_tail).
         self.log = os.dup(log_fd)
         child_env = dict(env)
-        child_env[FDS_ENV] = f"{cmd_read},{evt_write}"
+        child_env[FDS_ENV] = f"{cmd_read},{evt_write},{wake_write}"
         try:
             self.proc = subprocess.Popen(
                 [python, "-m", "orchestrator.worker"],
@@ -165,19 +210,18 @@ class _Started:
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
-                pass_fds=(cmd_read, evt_write),
+                pass_fds=(cmd_read, evt_write, wake_write),
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (cmd_write, evt_read, self.log):
+            for fd in (cmd_write, evt_read, wake_read, self.log):
                 os.close(fd)
             raise
         finally:
-            os.close(cmd_read)
-            os.close(evt_write)
-            os.close(log_fd)
+            for fd in (cmd_read, evt_write, wake_write, log_fd):
+                os.close(fd)
         self.commands = os.fdopen(cmd_write, "wb")
-        self.events = EventQueue(evt_read, f"orchestrator-{name}-events")
+        self.events = EventQueue(evt_read, f"orchestrator-{name}-events", wake_read)
 
     def kill(self) -> None:
         """Kill the worker and anything it started (its own process group)."""

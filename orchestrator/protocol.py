@@ -1,26 +1,31 @@
 """Messages between a worker process and its owner: one JSON object per line.
 
-Owner -> worker: ``init`` (once), then ``run`` (test indices), ``finish`` or ``stop``.
+Owner -> worker: ``init`` (once), then ``run`` (test indices, and ``a``: ask for more as
+a test starts with that many left after it), ``wait``, ``later`` (the answer to an
+early request: nothing now, ask again when out of work), ``finish`` or ``stop``.
 Worker -> owner: ``ready`` (after collection), ``report`` (one per test phase; ``ok``
 with timings only for a plain passed phase, ``pass`` for a test whose three phases all
-passed plainly), ``warning``, ``need`` (out of work),
+passed plainly), ``warning``, ``need`` (out of work, or about to be with ``ahead``),
 ``bye`` (session over). A synthetic ``exit``
 event is added by the owner when the process ends, with its exit status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import time
-from typing import IO, Any
+from typing import Any
 
-#: Environment variable carrying the worker's "read,write" pipe descriptors.
+#: Environment variable carrying the worker's "read,write,wake" pipe descriptors.
 FDS_ENV = "ORCHESTRATOR_WORKER_FDS"
 #: Longest a worker keeps reports of passed phases of the test it is running in its
 #: buffer (one write per test instead of one per report).
 FLUSH_SECONDS = 0.02
+#: A worker wakes its owner at least once per this many bytes written (a pipe holds 64 KiB).
+WAKE_BYTES = 16 * 1024
 
 Message = dict[str, Any]
 
@@ -82,39 +87,79 @@ class LineReader:
 
 
 class Channel:
-    """The worker's end: blocking receive, non-blocking poll, flushed sends."""
+    """The worker's end: blocking receive, non-blocking poll, buffered and flushed sends.
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    Written messages wait in the pipe until the owner reads them. The owner does not read
+    at every write (a test a millisecond long would wake it a thousand times a second,
+    each time taking a core from the tests): it reads every so often, and at once when
+    this end writes a byte to the *wake* pipe, which it does for each message sent with
+    :meth:`send` (a request for work, ``ready``, ``bye``) and whenever
+    :data:`WAKE_BYTES` were written since the last one, so the pipe never fills up.
+    Without a wake pipe (an owner that reads every write) nothing is woken.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, wake_fd: int | None = None) -> None:
         self._reader = LineReader(read_fd)
-        self._writer: IO[bytes] = os.fdopen(write_fd, "wb", buffering=1 << 16)
+        self._fd = write_fd
+        self._wake_fd = wake_fd
+        if wake_fd is not None:
+            os.set_blocking(wake_fd, False)
+        self._buffer = bytearray()
+        #: Bytes written to the pipe since the owner was last woken.
+        self._unwoken = 0
         self._flushed = time.monotonic()
 
     @classmethod
     def from_env(cls) -> Channel:
-        read_fd, write_fd = (int(x) for x in os.environ[FDS_ENV].split(","))
-        return cls(read_fd, write_fd)
+        fds = [int(x) for x in os.environ[FDS_ENV].split(",")]
+        return cls(fds[0], fds[1], fds[2] if len(fds) > 2 else None)
 
     def send(self, message: Message) -> None:
+        """Send ``message`` now, and wake the owner to read it."""
         self.send_raw(encode(message))
 
     def send_raw(self, line: bytes, *, flush: bool = True) -> None:
         """Write one encoded message (a JSON object and a newline); with ``flush=False`` it
         may wait in the buffer until the next flushed message, :meth:`flush`, or
-        :data:`FLUSH_SECONDS` (checked on each send)."""
-        self._writer.write(line)
-        now = time.monotonic()
-        if flush or now - self._flushed > FLUSH_SECONDS:
-            self._writer.flush()
-            self._flushed = now
+        :data:`FLUSH_SECONDS` (checked on each send), and the owner is not woken for it."""
+        self._buffer += line
+        if flush:
+            self._write(wake=True)
+        elif time.monotonic() - self._flushed > FLUSH_SECONDS or len(self._buffer) >= WAKE_BYTES:
+            self._write(wake=False)
 
     def flush(self) -> None:
-        self._writer.flush()
+        """Put what is buffered into the pipe (where it outlives this process), without
+        waking the owner."""
+        self._write(wake=False)
+
+    def _write(self, *, wake: bool) -> None:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        for start in range(0, len(data), WAKE_BYTES):
+            piece = data[start : start + WAKE_BYTES]
+            while piece:
+                written = os.write(self._fd, piece)
+                piece = piece[written:]
+                self._unwoken += written
+            if self._unwoken >= WAKE_BYTES:
+                self._wake()
+        if wake and self._unwoken:
+            self._wake()
         self._flushed = time.monotonic()
+
+    def _wake(self) -> None:
+        if self._wake_fd is None:
+            return
+        # A full wake pipe already holds a wake-up the owner has not read yet.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_fd, b"!")
+        self._unwoken = 0
 
     def receive(self) -> Message:
         """The next command, waiting for it (what was buffered is sent first)."""
         if not self._reader.has_line():
-            self.flush()
+            self._write(wake=True)
         line = self._reader.readline()
         if line is None:
             raise EOFError("the orchestrator closed the command pipe")

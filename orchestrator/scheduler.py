@@ -1,9 +1,14 @@
 """Pure dispatch state machine: who runs what next, and what to do when a worker is lost.
 
-Workers pull: a worker asks for work only when it has none left, and gets a batch
+Workers pull: a worker asks for work when it is about to run out, and gets a batch
 taken from the head of the longest-first queue. Long tests travel alone; the short
 tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
 so that workers finish close together while dispatch round trips stay few.
+
+A worker asks for its next batch a little before it runs out (see :meth:`Scheduler.ask_at`),
+so that the round trip does not leave it idle. Such a request is granted only while the
+worker holds little (at most :data:`AHEAD_SECONDS` of estimated work) or the queue holds
+enough that no other worker can run dry while it does.
 
 Batches stay within one test file where they can: a worker keeps to the file it is in,
 and one changing files picks a file no other worker is in, because pytest tears a
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from orchestrator.planner import Plan
 
@@ -38,6 +43,12 @@ CHUNKS_PER_WORKER = 3
 MIN_BATCH_SECONDS = 0.1
 #: Upper bound on tests in one batch, so reports keep flowing.
 MAX_BATCH_TESTS = 256
+#: A worker asks for more while about this many estimated seconds of its work are left,
+#: and is given more early only while it holds at most this much (or the queue is long).
+AHEAD_SECONDS = MIN_BATCH_SECONDS
+#: An early request is also granted when the queue holds this many times what every
+#: worker could be holding: nobody runs dry while one worker holds a batch ahead.
+AHEAD_QUEUE_FACTOR = 2.0
 #: Entering a file whose known entry cost is at most this share of the test entered for
 #: costs next to nothing: such files need no affinity, and tests go longest first.
 CHEAP_ENTRY_SHARE = 0.05
@@ -187,13 +198,17 @@ class Scheduler:
         return max(0.0, self._queued_seconds) + assigned
 
     # -- transitions -----------------------------------------------------------------
-    def next_batch(self, worker: str, *, available: Collection[str] = ()) -> list[int]:
+    def next_batch(
+        self, worker: str, *, available: Collection[str] = (), ahead: bool = False
+    ) -> list[int]:
         """The next tests for ``worker``; an empty list means: nothing for it now.
 
         ``available`` names the workers that can still take work. A retry waits for one
         of them that it has not failed on, rather than running again where it failed.
+        ``ahead``: the worker still has tests to run and asks early (see :meth:`ask_at`);
+        it gets nothing while what it holds could keep others waiting.
         """
-        if self.stopped:
+        if self.stopped or (ahead and not self._may_hold_more(worker)):
             return []
         retry = self._take_retry(worker, available)
         if retry is not None:
@@ -239,6 +254,33 @@ class Scheduler:
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
+
+    def ask_at(self, batch: Sequence[int]) -> int:
+        """When the worker given ``batch`` should ask for more: as it starts the test
+        after which this many of the batch are left.
+
+        That is as early as the request is sure to be granted, with at most
+        :data:`AHEAD_SECONDS` of estimated work left; at the batch's last test when that
+        test alone is longer.
+        """
+        estimates = self.plan.estimates
+        left = 0.0
+        after = 0
+        for remaining, index in enumerate(reversed(batch)):
+            left += estimates[index]
+            if left > AHEAD_SECONDS:
+                break
+            after = remaining
+        return after
+
+    def _may_hold_more(self, worker: str) -> bool:
+        """May ``worker``, which still has tests to run, be given more now? Yes while what
+        it holds is short, or while the queue could keep every other worker busy for
+        longer than that."""
+        held = math.fsum(self.plan.estimates[i] for i in self._assigned.get(worker, ()))
+        if held <= AHEAD_SECONDS:
+            return True
+        return self._queued_seconds >= AHEAD_QUEUE_FACTOR * held * self._workers
 
     def _choose(
         self, worker: str, cls: int, queue: _Queue, here: int | None, target: float = 0.0

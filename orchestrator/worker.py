@@ -3,9 +3,11 @@
 The process collects the suite once, checks it has every test the controller asked
 for, then runs tests as they arrive. pytest tears fixtures down according to the
 *next* test; when a worker has no next test yet it does not guess: it runs the test's
-setup and call, and only at teardown asks for more work (:class:`LazyNextItem`). So
-module- and session-scoped fixtures live as long as the work keeps coming, and no
-worker holds a test while another is idle.
+setup and call, and only at teardown waits for more work (:class:`LazyNextItem`). So
+module- and session-scoped fixtures live as long as the work keeps coming. It asks for
+more a little before it runs out (when the controller's ``a`` says), so that the answer
+is usually there by then; the controller grants such requests only while no other
+worker could be kept idle by it.
 """
 
 from __future__ import annotations
@@ -95,7 +97,11 @@ class WorkerPlugin:
         self.config: pytest.Config | None = None
         self.lazy_next: LazyNextItem | None = None
         self.current = -1
+        #: A request for work is out and not answered yet.
         self.asked = False
+        #: Ask for more as a test starts with this many left after it (None: only when
+        #: out of work); the controller sets it with each batch (see Scheduler.ask_at).
+        self.ask_at: int | None = None
         self._keyword_cache: dict[str, dict[str, int]] = {}
         #: The current test's plain passed phases not sent yet: (when, timings as JSON,
         #: location as JSON for the setup phase).
@@ -183,6 +189,7 @@ class WorkerPlugin:
             index = self.pending.popleft()
             self.current = index
             self._absorb_waiting_commands()
+            self._ask_ahead()
             item = self.items[index]
             assert item is not None
             self.lazy_next = None if self.pending else LazyNextItem(self)
@@ -197,12 +204,25 @@ class WorkerPlugin:
         while self.channel.poll():
             self._handle(self.channel.receive())
 
+    def _ask_ahead(self) -> None:
+        """Ask for the next tests while the last few of these run, so that the answer's
+        round trip does not leave this worker idle."""
+        if self.ask_at is None or self.asked or self.finishing:
+            return
+        if len(self.pending) <= self.ask_at:
+            self.channel.send({"t": "need", "ahead": 1})
+            self.asked = True
+
     def _handle(self, message: Message) -> str:
         kind: str = message["t"]
         if kind == "run":
             self.asked = False
+            self.ask_at = message.get("a")
             if not self.finishing:
                 self.pending.extend(message["i"])
+        elif kind == "later":  # nothing ahead: ask again when out of work
+            self.asked = False
+            self.ask_at = None
         elif kind in ("finish", "stop"):
             self.finishing = True
             self.pending.clear()
@@ -217,12 +237,10 @@ class WorkerPlugin:
         early, so that the current test can tear down while the controller decides.
         """
         self._absorb_waiting_commands()
-        if self.pending or self.finishing:
-            return
-        if not self.asked:
-            self.channel.send({"t": "need"})
-            self.asked = True
         while not self.pending and not self.finishing:
+            if not self.asked:  # never asked, or an early request was answered "later"
+                self.channel.send({"t": "need"})
+                self.asked = True
             if self._handle(self.channel.receive()) == "wait" and until_wait:
                 return
 

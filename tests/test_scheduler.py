@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.planner import make_plan
-from orchestrator.scheduler import Scheduler
+from orchestrator.scheduler import AHEAD_SECONDS, Scheduler
 from orchestrator.simulate import simulate
 
 durations_st = st.lists(
@@ -205,7 +205,14 @@ def test_end_game_does_not_split_a_file_when_its_fixture_costs_more_than_it_save
             history[nodeid] = rng.uniform(0.003, 0.03)
     plan = make_plan(nodeids, history)
     for workers in (2, 3):
-        aware = simulate(plan, workers, setup_cost=costs)
+        # A first run learns what entering each file costs as its reports arrive (too
+        # late for a file another worker is still entering); the next run knows.
+        first = Scheduler(plan, workers)
+        simulate(plan, workers, setup_cost=costs, scheduler=first)
+        learnt = first.learnt_entry_costs()
+        assert learnt and all(c == pytest.approx(costs[f]) for f, c in learnt.items())
+        warm = Scheduler(plan, workers, entry_costs=learnt)
+        aware = simulate(plan, workers, setup_cost=costs, scheduler=warm)
         blind = simulate(plan, workers, setup_cost=costs, scheduler=_BlindToSetups(plan, workers))
         assert aware.setups == 8  # every file entered once
         assert blind.setups > aware.setups
@@ -301,3 +308,54 @@ def test_a_thousand_workers_stay_busy_on_a_heavy_tailed_suite() -> None:
     result = simulate(plan, 1000, latency=0.002)
     assert result.efficiency >= 0.95
     assert sorted(i for run in result.runs for i in run) == list(range(len(nodeids)))
+
+
+def test_a_worker_asks_ahead_with_about_a_tenth_of_a_second_left() -> None:
+    plan = _plan([0.05] * 10 + [5.0, 0.3])
+    sched = Scheduler(plan, 2)
+    # Two tests of 0.05 s are 0.1 s: ask as the second-last starts (one left after it).
+    assert sched.ask_at(list(range(10))) == 1
+    assert sched.ask_at([10]) == 0  # a long test alone: ask as it starts
+    assert sched.ask_at([10, 0]) == 0  # as the short one starts, not the long one
+    assert sched.ask_at([]) == 0
+
+
+def test_an_early_request_is_granted_only_while_nobody_could_run_dry() -> None:
+    durations = [1.0, 1.0, 0.05, 0.05, 0.05, 0.05]
+    plan = _plan(durations)
+    sched = Scheduler(plan, 2, max_batch_tests=1)
+    assert sched.next_batch("a") == [0]
+    assert sched.next_batch("b") == [1]
+    # "a" holds 1 s; the queue (0.2 s) could not keep "b" busy for that long.
+    assert sched.next_batch("a", ahead=True) == []
+    sched.finished("a", 0)
+    assert sched.next_batch("a") == [2]
+    # Holding 0.05 s is fine: at most a tenth of a second stays unstarted.
+    assert sched.next_batch("a", ahead=True) == [3]
+    # With plenty queued, a long test may have its successor waiting behind it.
+    long_queue = _plan([1.0] * 20)
+    sched = Scheduler(long_queue, 2)
+    assert sched.next_batch("a") == [0]
+    assert len(sched.next_batch("a", ahead=True)) == 1
+
+
+@given(durations_st, st.integers(min_value=1, max_value=16), st.sampled_from([0.0, 0.002, 0.05]))
+def test_asking_ahead_runs_everything_once_within_the_bound(
+    durations: list[float], workers: int, latency: float
+) -> None:
+    plan = _plan(durations)
+    sim = simulate(plan, workers, latency=latency, ahead=True)
+    assert sorted(i for run in sim.runs for i in run) == list(range(len(durations)))
+    # A worker may hold up to AHEAD_SECONDS it has not started while another runs dry.
+    slack = max([*durations, 0.1]) + AHEAD_SECONDS + latency
+    assert sim.makespan <= math.fsum(durations) / workers + slack + 1e-9
+
+
+def test_asking_ahead_hides_the_round_trip() -> None:
+    # 20,000 tests of a millisecond on two workers, 5 ms for an answer to arrive.
+    plan = _plan([0.001] * 20_000)
+    waiting = simulate(plan, 2, latency=0.005)
+    ahead = simulate(plan, 2, latency=0.005, ahead=True)
+    assert ahead.makespan < waiting.makespan
+    assert ahead.makespan <= plan.total / 2 + 0.005 + AHEAD_SECONDS
+    assert ahead.efficiency > 0.99

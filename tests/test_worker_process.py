@@ -117,6 +117,29 @@ def test_runs_batches_and_keeps_module_fixtures(suite: Path) -> None:
     assert (suite / "setup.log").read_text().split() == ["setup", "teardown"]
 
 
+def test_asks_ahead_where_the_controller_says(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_two"]
+    later: Message = {"t": "later"}
+    # An early request answered with tests, then one answered "later": the worker asks
+    # again, plainly, once it has run what it holds.
+    script = [{**_run(0), "a": 0}, {**_run(1), "a": 0}, later, FINISH]
+    events = _drive(suite, nodeids, lambda n: script[n])
+    asks = [(e.get("ahead", 0), i) for i, e in enumerate(events) if e["t"] == "need"]
+    assert [ahead for ahead, _ in asks] == [0, 1, 1, 0]
+    # Each early request leaves as its test starts, before that test's first report.
+    first_report = {e["i"]: n for n, e in reversed(list(enumerate(events))) if e["t"] == "report"}
+    assert asks[1][1] < first_report[0] and asks[2][1] < first_report[1]
+    assert asks[3][1] > max(first_report.values())
+    assert [
+        e["r"]["outcome"] for e in events if e["t"] == "report" and e["r"]["when"] == "call"
+    ] == [
+        "passed",
+        "failed",
+    ]
+    # The early answer arrived in time: the module fixture was set up once.
+    assert (suite / "setup.log").read_text().split() == ["setup", "teardown"]
+
+
 def test_reports_how_a_crashed_worker_ended(suite: Path) -> None:
     nodeids = ["test_suite.py::test_one", "test_suite.py::test_exit"]
     events = _drive(suite, nodeids, lambda n: _run(0, 1))

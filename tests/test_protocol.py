@@ -1,0 +1,123 @@
+"""The worker's channel and its owner's event queue, joined by real pipes (no processes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.process import EventQueue
+from orchestrator.protocol import WAKE_BYTES, Channel, decode, encode
+
+
+class Pipes:
+    """Three pipes (commands, events, wake-ups); each end is closed once."""
+
+    def __init__(self) -> None:
+        self.cmd_r, self.cmd_w = os.pipe()
+        self.evt_r, self.evt_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        self.open = {self.cmd_r, self.cmd_w, self.evt_r, self.evt_w, self.wake_r, self.wake_w}
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            if fd in self.open:
+                self.open.discard(fd)
+                os.close(fd)
+
+    def channel(self, *, wake: bool = True) -> Channel:
+        """The worker's end."""
+        return Channel(self.cmd_r, self.evt_w, self.wake_w if wake else None)
+
+    def closed_elsewhere(self, *fds: int) -> None:
+        self.open.difference_update(fds)
+
+
+@pytest.fixture
+def pipes() -> Iterator[Pipes]:
+    made = Pipes()
+    yield made
+    made.close(*list(made.open))
+
+
+def _wakes(fd: int) -> int:
+    os.set_blocking(fd, False)
+    try:
+        return len(os.read(fd, 1 << 16))
+    except BlockingIOError:
+        return 0
+
+
+def _line(i: int) -> bytes:
+    return encode({"t": "ok", "i": i})
+
+
+def test_only_sends_and_every_so_many_bytes_wake_the_owner(pipes: Pipes) -> None:
+    evt_r, wake_r = pipes.evt_r, pipes.wake_r
+    channel = pipes.channel()
+    os.set_blocking(evt_r, False)
+    for i in range(100):  # a test's reports, then the flush before the next test
+        channel.send_raw(_line(i), flush=False)
+        channel.flush()
+    written = os.read(evt_r, 1 << 20)
+    assert [decode(line)["i"] for line in written.splitlines()] == list(range(100))
+    assert _wakes(wake_r) == 0  # in the pipe, where it outlives the worker; nobody woken
+    channel.send({"t": "need"})
+    assert _wakes(wake_r) == 1
+    assert os.read(evt_r, 1 << 16) == b'{"t":"need"}\n'
+    # However the bytes come, the owner is woken before the pipe (64 KiB) could fill.
+    lines = [_line(i) for i in range(5 * WAKE_BYTES // len(_line(0)))]
+    reader = threading.Thread(
+        target=lambda: received.append(_read_all(evt_r, sum(map(len, lines))))
+    )
+    received: list[bytes] = []
+    reader.start()
+    for line in lines:
+        channel.send_raw(line, flush=False)
+        channel.flush()
+    reader.join(timeout=30)
+    assert received == [b"".join(lines)]
+    assert _wakes(wake_r) >= len(received[0]) // WAKE_BYTES - 1
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    os.set_blocking(fd, True)
+    data = b""
+    while len(data) < size:
+        data += os.read(fd, size - len(data))
+    return data
+
+
+def test_the_owner_gets_everything_woken_or_not(pipes: Pipes) -> None:
+    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
+    channel = pipes.channel()
+    queue = EventQueue(evt_r, "test-events", wake_r)
+    big = encode({"t": "report", "text": "x" * (1 << 20)})  # larger than the pipe
+    channel.send_raw(_line(0), flush=False)
+    channel.flush()  # not woken: read on the owner's own schedule
+    assert queue.readline(30.0) == _line(0)
+    channel.send_raw(big)
+    assert queue.readline(30.0) == big
+    channel.send_raw(_line(1), flush=False)
+    channel.flush()
+    pipes.close(evt_w, wake_w)  # the worker ended: what it wrote is still read, then the end
+    assert queue.readline(30.0) == _line(1)
+    assert queue.readline(1.0) is None and queue.done
+    queue.close()
+    pipes.closed_elsewhere(evt_r, wake_r)
+
+
+def test_a_channel_without_a_wake_pipe_still_delivers(pipes: Pipes) -> None:
+    cmd_w, evt_r, evt_w = pipes.cmd_w, pipes.evt_r, pipes.evt_w
+    channel = pipes.channel(wake=False)
+    queue = EventQueue(evt_r, "test-events")
+    channel.send({"t": "need"})
+    assert queue.readline(30.0) == b'{"t":"need"}\n'
+    os.write(cmd_w, encode({"t": "run", "i": [1]}))
+    assert channel.poll() and channel.receive() == {"t": "run", "i": [1]}
+    pipes.close(evt_w)
+    assert queue.readline(1.0) is None and queue.done
+    queue.close()
+    pipes.closed_elsewhere(evt_r)
