@@ -1,9 +1,9 @@
 """Pure dispatch state machine: who runs what next, and what to do when a worker is lost.
 
-Workers pull: a worker asks for work when it is about to run out, and gets a batch
-taken from the head of the longest-first queue. Long tests travel alone; the short
-tail is batched, in batches that shrink as the queue drains (guided self-scheduling),
-so that workers finish close together while dispatch round trips stay few.
+Workers pull: a worker asks for work and gets a batch taken from the head of the
+longest-first queue. Long tests travel alone; the short tail is batched, in batches that
+shrink as the queue drains (guided self-scheduling), so that workers finish close
+together while dispatch round trips stay few.
 
 A worker asks for its next batch a little before it runs out (see :meth:`Scheduler.ask_at`),
 so that the round trip does not leave it idle. Such a request is granted only while the
