@@ -372,8 +372,7 @@ class Controller:
         worker with nothing to do waits (tearing its fixtures down) instead of leaving.
         """
         idle = not self.scheduler.assigned(worker)
-        available = [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
-        batch = self.scheduler.next_batch(worker, available=available)
+        batch = self.scheduler.next_batch(worker, available=self._available())
         if batch:
             self._parked.discard(worker)
             self._waiting.discard(worker)
@@ -395,12 +394,15 @@ class Controller:
         again when it has run what it holds)."""
         batch: list[int] = []
         if self.states.get(worker) is State.READY:
-            available = [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
-            batch = self.scheduler.next_batch(worker, available=available, ahead=True)
+            batch = self.scheduler.next_batch(worker, available=self._available(), ahead=True)
         if batch:
             self._send_batch(worker, batch)
         else:
             self.executor.send(worker, [{"t": "later"}])
+
+    def _available(self) -> list[str]:
+        """The workers that can still take work (a retry waits for one of them)."""
+        return [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
 
     def _send_batch(self, worker: str, batch: list[int]) -> None:
         message = {"t": "run", "i": batch, "a": self.scheduler.ask_at(batch)}
