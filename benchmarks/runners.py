@@ -107,6 +107,10 @@ def _orchestrator(ctx: Context) -> list[list[str]]:
     return [args]
 
 
+def _orchestrator_collect_all(ctx: Context) -> list[list[str]]:
+    return [[*args, "--ray-collect=all"] for args in _orchestrator(ctx)]
+
+
 SERIAL = Runner("serial", "serial pytest", parallel=False, processes=_serial)
 
 RUNNERS: tuple[Runner, ...] = (
@@ -122,6 +126,14 @@ RUNNERS: tuple[Runner, ...] = (
         "orchestrator warm, {w} workers, running cluster",
         True,
         _orchestrator,
+        Store.WARM,
+        cluster=True,
+    ),
+    Runner(
+        "orchestrator-collect-all",
+        "orchestrator warm, {w} workers, running cluster, workers collect everything first",
+        True,
+        _orchestrator_collect_all,
         Store.WARM,
         cluster=True,
     ),

@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         "parallel-job variables)",
     )
     run.add_argument(
+        "--collect",
+        default=None,
+        choices=("lazy", "all"),
+        help="lazy (default): a worker collects a test file when first given one of its "
+        "tests; all: every worker imports the whole suite first",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="print pytest's usual per-test output instead of the live progress line",
@@ -231,6 +238,7 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.files, "--ray-files"),
         (args.json, "--report-json"),
         (args.html, "--report-html"),
+        (args.collect, "--ray-collect"),
     ):
         if value is not None:
             argv.append(f"{option}={value}")

@@ -343,6 +343,8 @@ class Controller:
                 self._serve(worker)
         elif kind == "warning":
             self.listener.test_warning(worker, event)
+        elif kind == "missing":  # a test file collected late lacks some of its tests
+            raise CollectionMismatch(_mismatch_message(worker, event))
         elif kind == "ready":
             if event["nmissing"]:
                 raise CollectionMismatch(_mismatch_message(worker, event))
@@ -545,9 +547,10 @@ def _mismatch_message(worker: str, event: Message) -> str:
     shown = "\n".join(f"  {nodeid}" for nodeid in event["missing"])
     more = event["nmissing"] - len(event["missing"])
     tail = f"\n  ... and {more} more" if more > 0 else ""
+    errors = "".join(f"\nIt could not collect {error}" for error in event.get("errors") or ())
     return (
         f"worker {worker} did not collect {event['nmissing']} of the tests the controller "
-        f"collected:\n{shown}{tail}\n"
+        f"collected:\n{shown}{tail}{errors}\n"
         "Test ids must be the same in every process: give parametrize explicit ids= or "
         "make generated parameters deterministic (sorted, seeded)."
     )

@@ -1,7 +1,10 @@
 """What runs inside a worker process: one long-lived pytest session that pulls tests.
 
-The process collects the suite once, checks it has every test the controller asked
-for, then runs tests as they arrive. pytest tears fixtures down according to the
+The process walks the suite's directories, checks it has a place for every test the
+controller asked for, then runs tests as they arrive. A test file is collected (imported,
+its tests generated) when the worker is first given one of its tests, so that the
+workers together collect each file about once, not each worker every file (``--ray-collect
+all`` collects everything up front instead). pytest tears fixtures down according to the
 *next* test; when a worker has no next test yet it does not guess: it runs the test's
 setup and call, and only at teardown waits for more work (:class:`LazyNextItem`). So
 module- and session-scoped fixtures live as long as the work keeps coming. It asks for
@@ -106,6 +109,14 @@ class WorkerPlugin:
         #: The current test's plain passed phases not sent yet: (when, timings as JSON,
         #: location as JSON for the setup phase).
         self._held: list[tuple[str, str, str | None]] = []
+        #: Test files found while collecting and left for later (see pytest_make_collect_report).
+        self._deferring = False
+        self._deferred: dict[str, pytest.Module] = {}
+        #: The wanted tests of each deferred file (their indices), by the file's node id.
+        self._awaiting: dict[str, list[int]] = {}
+        #: Why the last deferred file failed to collect, if it did.
+        self._collect_errors: list[str] = []
+        self.nmissing = 0
 
     # -- set-up ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -131,6 +142,13 @@ class WorkerPlugin:
         config.option.usepdb = False
         if hasattr(config.option, "ray"):
             config.option.ray = False
+        # A file named with a test inside it (``file.py::test``) must be collected for pytest
+        # to find the test; duplicates kept on purpose would share one node id.
+        self._deferring = (
+            config.getoption("ray_collect", "lazy") == "lazy"
+            and not config.option.keepduplicates
+            and not any("::" in str(arg) for arg in config.args)
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -145,24 +163,93 @@ class WorkerPlugin:
         with paused_gc():
             return (yield)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> pytest.CollectReport | None:
+        """While the session collects, leave test files for later: each is collected when
+        this worker is first given one of its tests (:meth:`_collect_file`)."""
+        if self._deferring and isinstance(collector, pytest.Module):
+            self._deferred[collector.nodeid] = collector
+            return pytest.CollectReport(collector.nodeid, "passed", None, [])
+        return None
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._collect_errors.append(f"{report.nodeid}:\n{report.longreprtext}")
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._deferring = False
         wanted = self.wanted if self.wanted is not None else self._receive_tests()
         by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
         for item in session.items:
             by_id[item.nodeid].append(item)
         missing: list[str] = []
-        for nodeid in wanted:
+        for index, nodeid in enumerate(wanted):
             candidates = by_id.get(nodeid)
             if candidates:
                 self.items.append(candidates.popleft())
+                continue
+            self.items.append(None)
+            file = nodeid.split("::", 1)[0]
+            if file in self._deferred:
+                self._awaiting.setdefault(file, []).append(index)
             else:
-                self.items.append(None)
                 missing.append(nodeid)
         del by_id
         # What collection built lives as long as the session: keep the cyclic garbage
         # collector from walking it again and again while the tests run.
         gc.freeze()
+        self.nmissing = len(missing)
         self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+
+    def _collected(self, index: int) -> pytest.Item | None:
+        """The test at ``index``, collecting its file first if that was left for later.
+
+        None when the file does not have it (or failed to collect): the controller is told,
+        and this worker runs nothing more.
+        """
+        item = self.items[index]
+        if item is None and self.nmissing == 0:
+            assert self.wanted is not None
+            self._collect_file(self.wanted[index].split("::", 1)[0])
+            item = self.items[index]
+        return item
+
+    def _collect_file(self, file: str) -> None:
+        assert self.config is not None and self.wanted is not None
+        module = self._deferred.pop(file)
+        session = module.session
+        self._collect_errors = []
+        with paused_gc():
+            found = list(session.genitems(module))
+            self.config.hook.pytest_collection_modifyitems(
+                session=session, config=self.config, items=found
+            )
+        session.items.extend(found)
+        gc.freeze()
+        by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
+        for item in found:
+            by_id[item.nodeid].append(item)
+        missing: list[str] = []
+        for index in self._awaiting.pop(file, []):
+            candidates = by_id.get(self.wanted[index])
+            if candidates:
+                self.items[index] = candidates.popleft()
+            else:
+                missing.append(self.wanted[index])
+        if missing:
+            self.nmissing = len(missing)
+            self.finishing = True
+            self.pending.clear()
+            self.channel.send(
+                {
+                    "t": "missing",
+                    "missing": missing[:50],
+                    "nmissing": len(missing),
+                    "errors": self._collect_errors[:3],
+                }
+            )
 
     def _receive_tests(self) -> list[str]:
         """Wait for the controller's list of tests (it was collecting while we were)."""
@@ -179,7 +266,7 @@ class WorkerPlugin:
     # -- the loop ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        if any(item is None for item in self.items):
+        if self.nmissing:
             return True  # the controller aborts the run: it named the missing tests
         while True:
             if not self.pending:
@@ -190,8 +277,11 @@ class WorkerPlugin:
             self.current = index
             self._absorb_waiting_commands()
             self._ask_ahead()
-            item = self.items[index]
-            assert item is not None
+            item = self._collected(index)
+            if item is None or self.nmissing:
+                break
+            if self.pending:
+                self._collected(self.pending[0])  # ends the pending work if it is missing
             self.lazy_next = None if self.pending else LazyNextItem(self)
             nextitem = self.items[self.pending[0]] if self.pending else self.lazy_next
             # The reports of earlier tests leave before this one starts: if it kills the
@@ -246,7 +336,7 @@ class WorkerPlugin:
 
     def wait_for_next(self) -> pytest.Item | None:
         self._request_work(until_wait=True)
-        return self.items[self.pending[0]] if self.pending else None
+        return self._collected(self.pending[0]) if self.pending else None
 
     # -- reporting ---------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -250,6 +250,45 @@ def test_nondeterministic_parametrization_is_an_error(
     result.stderr.fnmatch_lines(["*explicit ids=*"])
 
 
+def test_a_file_that_imports_only_in_the_controller_is_named(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(
+        test_ok="def test_ok():\n    pass\n",
+        test_env="""
+        import os
+        if os.environ.get("ORCHESTRATOR_WORKER"):
+            raise ImportError("needs the controller's machine")
+        def test_env():
+            pass
+        """,
+    )
+    result = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", timeout=240)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: worker gw0 did not collect 1 of the tests*",
+            "  test_env.py::test_env",
+            "It could not collect test_env.py:",
+            "*ImportError: needs the controller's machine",
+        ]
+    )
+
+
+def test_collect_all_imports_every_test_file_on_the_workers(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    # test_b relies on test_a having been imported, as it is under plain pytest.
+    pytester.makepyfile(
+        test_a="import os\nos.environ['A_IMPORTED'] = '1'\ndef test_a():\n    pass\n",
+        test_b="import os\ndef test_b():\n    assert os.environ.get('A_IMPORTED')\n",
+    )
+    lazy = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", "-k", "test_b")
+    lazy.assert_outcomes(failed=1, deselected=1)
+    proc = _cli(pytester, "run", "--workers", "1", "--collect", "all", "-k", "test_b", tag="all")
+    assert proc[0].returncode == 0, proc[0].stdout + proc[0].stderr
+
+
 def test_crashed_worker_reports_the_test_and_the_run_completes(
     pytester: pytest.Pytester, on_cluster: str, junit_schema: Path
 ) -> None:

@@ -155,12 +155,158 @@ def test_segfault_is_reported_with_its_signal(suite: Path) -> None:
     assert "Segmentation fault" in events[-1]["log"]
 
 
-def test_missing_tests_are_named(suite: Path) -> None:
-    nodeids = ["test_suite.py::test_one", "test_suite.py::test_gone[1]"]
+def test_tests_of_a_missing_file_are_named_when_ready(suite: Path) -> None:
+    nodeids = ["test_suite.py::test_one", "test_gone.py::test_x[1]"]
     events = _drive(suite, nodeids, lambda n: FINISH)
     ready = events[0]
     assert ready["t"] == "ready"
-    assert ready["missing"] == ["test_suite.py::test_gone[1]"] and ready["nmissing"] == 1
+    assert ready["missing"] == ["test_gone.py::test_x[1]"] and ready["nmissing"] == 1
+
+
+def test_tests_missing_from_a_file_are_named_when_it_is_collected(suite: Path) -> None:
+    # A file is collected when the worker is first given one of its tests.
+    nodeids = ["test_suite.py::test_one", "test_suite.py::test_gone[1]"]
+    events = _drive(suite, nodeids, lambda n: _run(0, 1) if n == 0 else FINISH)
+    assert events[0]["t"] == "ready" and events[0]["nmissing"] == 0
+    missing = [e for e in events if e["t"] == "missing"]
+    assert len(missing) == 1
+    assert missing[0]["missing"] == ["test_suite.py::test_gone[1]"]
+    assert missing[0]["nmissing"] == 1 and missing[0]["errors"] == []
+    # Nothing ran: the test that is there waits for the controller to end the run.
+    assert not [e for e in events if e["t"] == "report"]
+    assert events[-2]["t"] == "bye"
+
+
+def test_a_file_that_fails_to_collect_late_is_named_with_its_error(tmp_path: Path) -> None:
+    (tmp_path / "test_ok.py").write_text("def test_ok(): pass\n")
+    # Imports in the controller, fails in a worker (which has ORCHESTRATOR_WORKER set).
+    (tmp_path / "test_env.py").write_text(
+        "import os\n"
+        "if os.environ.get('ORCHESTRATOR_WORKER'):\n"
+        "    raise ImportError('no such thing on the workers')\n"
+        "def test_env(): pass\n"
+    )
+    nodeids = ["test_ok.py::test_ok", "test_env.py::test_env"]
+    env = {**os.environ, "ORCHESTRATOR_WORKER": "gw7"}
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"], "nodeids": nodeids}
+    proc = WorkerProcess(init, cwd=str(tmp_path), env=env)
+    events = []
+    try:
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                proc.send([_run(0) if len(events) < 3 else _run(1)])
+    finally:
+        proc.close()
+    assert events[0]["t"] == "ready" and events[0]["nmissing"] == 0
+    finished = [e["i"] for e in events if e["t"] == "report" and e["r"]["when"] == "teardown"]
+    assert finished == [0]
+    (missing,) = [e for e in events if e["t"] == "missing"]
+    assert missing["missing"] == ["test_env.py::test_env"]
+    assert "test_env.py" in missing["errors"][0]
+    assert "no such thing on the workers" in missing["errors"][0]
+
+
+IMPORT_LOG_CONFTEST = """
+import os, pytest
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "slow" in item.name:
+            item.add_marker(pytest.mark.skip(reason="slow, skipped by the conftest"))
+
+@pytest.fixture(scope="package")
+def package_resource():
+    with open(os.environ["IMPORT_LOG"], "a") as fh:
+        fh.write("package-setup\\n")
+"""
+
+
+def _logging_module(name: str) -> str:
+    return (
+        "import os\n"
+        "with open(os.environ['IMPORT_LOG'], 'a') as fh:\n"
+        f"    fh.write('import {name}\\n')\n"
+        "def test_fast(package_resource): pass\n"
+        "def test_slow(package_resource): pass\n"
+    )
+
+
+@pytest.fixture
+def logged_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "conftest.py").write_text(IMPORT_LOG_CONFTEST)
+    for name in ("a", "b", "c"):
+        (pkg / f"test_{name}.py").write_text(_logging_module(name))
+    monkeypatch.setenv("IMPORT_LOG", str(tmp_path / "import.log"))
+    return tmp_path
+
+
+def _run_in_worker(root: Path, nodeids: list[str], extra: tuple[str, ...] = ()) -> list[Message]:
+    init = {
+        "t": "init",
+        "worker": "gw1",
+        "args": ["-p", "no:cacheprovider", *extra],
+        "nodeids": nodeids,
+    }
+    proc = WorkerProcess(init, cwd=str(root), env=dict(os.environ))
+    events = []
+    try:
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                needs = sum(e["t"] == "need" for e in events)
+                proc.send([_run(0, 1) if needs == 1 else _run(2, 3) if needs == 2 else FINISH])
+    finally:
+        proc.close()
+    return events
+
+
+def test_a_worker_collects_only_the_files_it_is_given(logged_package: Path) -> None:
+    nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
+    events = _run_in_worker(logged_package, nodeids)
+    log = (logged_package / "import.log").read_text().split("\n")
+    # test_b.py is never imported; each file is imported when its first test is given, and
+    # the package fixture lives across the files collected one after the other.
+    assert log == ["import a", "package-setup", "import c", ""]
+    reports = [e for e in events if e["t"] == "report"]
+    calls = [(e["i"], e["r"]["outcome"]) for e in reports if e["r"]["outcome"] != "passed"]
+    # The conftest's collection hook marked the late-collected slow tests as well.
+    assert calls == [(1, "skipped"), (3, "skipped")]
+    assert events[-1]["code"] == 0
+
+
+def test_collect_all_imports_every_file_first(logged_package: Path) -> None:
+    nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
+    events = _run_in_worker(logged_package, nodeids, ("--ray-collect", "all"))
+    log = (logged_package / "import.log").read_text().split("\n")
+    assert log == ["import a", "import b", "import c", "package-setup", ""]
+    assert events[-1]["code"] == 0
+
+
+def test_a_test_named_in_the_arguments_is_collected_up_front(logged_package: Path) -> None:
+    # pytest has to collect a file to find a test named inside it.
+    nodeids = ["pkg/test_c.py::test_fast"]
+    init = {
+        "t": "init",
+        "worker": "gw1",
+        "args": ["-p", "no:cacheprovider", "pkg/test_c.py::test_fast", "pkg/test_b.py"],
+        "nodeids": nodeids,
+    }
+    proc = WorkerProcess(init, cwd=str(logged_package), env=dict(os.environ))
+    try:
+        events = []
+        for event in _events(proc):
+            events.append(event)
+            if event["t"] == "need":
+                proc.send([_run(0) if len(events) < 3 else FINISH])
+    finally:
+        proc.close()
+    log = (logged_package / "import.log").read_text().split("\n")
+    assert log[:2] == ["import c", "import b"]
+    assert events[0]["nmissing"] == 0 and events[-1]["code"] == 0
 
 
 def test_stop_skips_the_rest_of_a_batch(suite: Path) -> None:

@@ -45,6 +45,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "suite duration",
     )
     group.addoption(
+        "--ray-collect",
+        choices=("lazy", "all"),
+        default="lazy",
+        help="lazy (default): a worker collects a test file when it is first given one of "
+        "its tests; all: every worker collects (imports) the whole suite before its first "
+        "test, as pytest-xdist's do",
+    )
+    group.addoption(
         "--ray-address",
         default=None,
         metavar="HOST:PORT",
