@@ -371,12 +371,19 @@ class HistoryStore(SqliteStore):
         def work(conn: sqlite3.Connection) -> dict[str, dict[str, list[float]]]:
             tests = "tests AS t"
             if nodeids is not None:
-                # A temporary table rather than `IN (?, ...)`: 20,000 ids exceed SQLite's
-                # parameter limit, and the join looks each id up through the unique index.
-                conn.execute("CREATE TEMP TABLE wanted (nodeid TEXT PRIMARY KEY) WITHOUT ROWID")
-                conn.executemany(
-                    "INSERT OR IGNORE INTO temp.wanted VALUES (?)", ((n,) for n in nodeids)
+                # Most tests record no metric: look up only those that do (a few, against
+                # 20,000 ids, which would exceed SQLite's parameter limit in `IN (?, ...)`).
+                wanted = set(nodeids).intersection(
+                    nodeid
+                    for (nodeid,) in conn.execute(
+                        "SELECT DISTINCT t.nodeid FROM metric_series AS s"
+                        " JOIN tests AS t ON t.id = s.test_id"
+                    )
                 )
+                if not wanted:
+                    return {}
+                conn.execute("CREATE TEMP TABLE wanted (nodeid TEXT PRIMARY KEY) WITHOUT ROWID")
+                conn.executemany("INSERT INTO temp.wanted VALUES (?)", ((n,) for n in wanted))
                 tests = "temp.wanted AS w JOIN tests AS t ON t.nodeid = w.nodeid"
             out: dict[str, dict[str, list[float]]] = {}
             for nodeid, name, value in conn.execute(

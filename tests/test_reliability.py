@@ -309,6 +309,19 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
     assert not _cluster_processes(pytester.path)
 
 
+def test_a_store_that_cannot_be_written_is_named_and_the_run_stands(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    (pytester.path / "not-a-dir").write_text("a file where the store's directory should be")
+    result = pytester.runpytest_subprocess(
+        "--ray", "--ray-durations=not-a-dir/durations.db", "--junitxml=r.xml", timeout=240
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*could not save durations to *not-a-dir?durations.db*"])
+    assert [case.get("name") for case in _junit(pytester.path / "r.xml")] == ["test_x"]
+
+
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(): pass")
     for args, message in [
