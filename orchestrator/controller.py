@@ -343,6 +343,10 @@ class Controller:
                 self._serve(worker)
         elif kind == "warning":
             self.listener.test_warning(worker, event)
+        elif kind == "collecting":  # a test file, before its first test here: not timed
+            self._since.pop(worker, None)
+        elif kind == "collected":
+            self._since[worker] = time.monotonic()
         elif kind == "missing":  # a test file collected late lacks some of its tests
             raise CollectionMismatch(_mismatch_message(worker, event))
         elif kind == "ready":

@@ -221,11 +221,15 @@ class WorkerPlugin:
         module = self._deferred.pop(file)
         session = module.session
         self._collect_errors = []
+        # Importing a file is not its first test's time: the controller's timeout clock
+        # stops meanwhile.
+        self.channel.send({"t": "collecting", "file": file})
         with paused_gc():
             found = list(session.genitems(module))
             self.config.hook.pytest_collection_modifyitems(
                 session=session, config=self.config, items=found
             )
+        self.channel.send({"t": "collected"})
         session.items.extend(found)
         gc.freeze()
         by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)

@@ -309,6 +309,27 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
     assert not _cluster_processes(pytester.path)
 
 
+def test_importing_a_test_file_does_not_count_against_its_first_test_timeout(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    # The workers import the file when they are given its first test, and take longer
+    # than the timeout to do it (the controller, which imports it first, does not wait).
+    pytester.makepyfile(
+        test_slow_import="""
+        import os, time
+        if os.environ.get("ORCHESTRATOR_WORKER"):
+            time.sleep(4)
+
+        def test_quick():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "1", "--ray-timeout", "2", timeout=240
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_a_store_that_cannot_be_written_is_named_and_the_run_stands(
     pytester: pytest.Pytester, on_cluster: str
 ) -> None:
