@@ -133,6 +133,10 @@ class WorkerActor:
         with self._lock:
             self._stop_process(grace)
             self._holder = None
+            # Ready for the next run at once (it may start right away, as in CI or a
+            # benchmark), not at the watcher's next look.
+            if self._spare is None:
+                self._spare = Spare()
 
     @staticmethod
     def _holder_alive(holder: list[Any]) -> bool:
