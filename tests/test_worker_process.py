@@ -65,9 +65,11 @@ def _events(proc: WorkerProcess, deadline: float = 60.0) -> Iterator[Message]:
     raise AssertionError("worker did not finish in time")
 
 
-def _drive(suite: Path, nodeids: list[str], answer: Callable[[int], Message]) -> list[Message]:
+def _drive(
+    suite: Path, nodeids: list[str], answer: Callable[[int], Message], args: tuple[str, ...] = ()
+) -> list[Message]:
     # As the controller does it: the worker starts (and collects) before it learns its tests.
-    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"]}
+    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider", *args]}
     proc = WorkerProcess(init, cwd=str(suite), env=dict(os.environ))
     proc.send([{"t": "tests", "nodeids": nodeids}])
     seen: list[Message] = []
@@ -88,6 +90,11 @@ def _run(*indices: int) -> Message:
 
 
 FINISH: Message = {"t": "finish"}
+
+
+def _answers(*batches: Message) -> Callable[[int], Message]:
+    """The n-th request for work gets the n-th of ``batches``, then ``finish``."""
+    return lambda n: batches[n] if n < len(batches) else FINISH
 
 
 def test_runs_batches_and_keeps_module_fixtures(suite: Path) -> None:
@@ -166,7 +173,7 @@ def test_tests_of_a_missing_file_are_named_when_ready(suite: Path) -> None:
 def test_tests_missing_from_a_file_are_named_when_it_is_collected(suite: Path) -> None:
     # A file is collected when the worker is first given one of its tests.
     nodeids = ["test_suite.py::test_one", "test_suite.py::test_gone[1]"]
-    events = _drive(suite, nodeids, lambda n: _run(0, 1) if n == 0 else FINISH)
+    events = _drive(suite, nodeids, _answers(_run(0, 1)))
     assert events[0]["t"] == "ready" and events[0]["nmissing"] == 0
     missing = [e for e in events if e["t"] == "missing"]
     assert len(missing) == 1
@@ -187,17 +194,7 @@ def test_a_file_that_fails_to_collect_late_is_named_with_its_error(tmp_path: Pat
         "def test_env(): pass\n"
     )
     nodeids = ["test_ok.py::test_ok", "test_env.py::test_env"]
-    env = {**os.environ, "ORCHESTRATOR_WORKER": "gw7"}
-    init = {"t": "init", "worker": "gw7", "args": ["-p", "no:cacheprovider"], "nodeids": nodeids}
-    proc = WorkerProcess(init, cwd=str(tmp_path), env=env)
-    events = []
-    try:
-        for event in _events(proc):
-            events.append(event)
-            if event["t"] == "need":
-                proc.send([_run(0) if len(events) < 3 else _run(1)])
-    finally:
-        proc.close()
+    events = _drive(tmp_path, nodeids, _answers(_run(0), _run(1)))
     assert events[0]["t"] == "ready" and events[0]["nmissing"] == 0
     finished = [e["i"] for e in events if e["t"] == "report" and e["r"]["when"] == "teardown"]
     assert finished == [0]
@@ -244,29 +241,9 @@ def logged_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _run_in_worker(root: Path, nodeids: list[str], extra: tuple[str, ...] = ()) -> list[Message]:
-    init = {
-        "t": "init",
-        "worker": "gw1",
-        "args": ["-p", "no:cacheprovider", *extra],
-        "nodeids": nodeids,
-    }
-    proc = WorkerProcess(init, cwd=str(root), env=dict(os.environ))
-    events = []
-    try:
-        for event in _events(proc):
-            events.append(event)
-            if event["t"] == "need":
-                needs = sum(e["t"] == "need" for e in events)
-                proc.send([_run(0, 1) if needs == 1 else _run(2, 3) if needs == 2 else FINISH])
-    finally:
-        proc.close()
-    return events
-
-
 def test_a_worker_collects_only_the_files_it_is_given(logged_package: Path) -> None:
     nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
-    events = _run_in_worker(logged_package, nodeids)
+    events = _drive(logged_package, nodeids, _answers(_run(0, 1), _run(2, 3)))
     log = (logged_package / "import.log").read_text().split("\n")
     # test_b.py is never imported; each file is imported when its first test is given, and
     # the package fixture lives across the files collected one after the other.
@@ -280,7 +257,9 @@ def test_a_worker_collects_only_the_files_it_is_given(logged_package: Path) -> N
 
 def test_collect_all_imports_every_file_first(logged_package: Path) -> None:
     nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
-    events = _run_in_worker(logged_package, nodeids, ("--ray-collect", "all"))
+    events = _drive(
+        logged_package, nodeids, _answers(_run(0, 1), _run(2, 3)), ("--ray-collect", "all")
+    )
     log = (logged_package / "import.log").read_text().split("\n")
     assert log == ["import a", "import b", "import c", "package-setup", ""]
     assert events[-1]["code"] == 0
@@ -288,22 +267,8 @@ def test_collect_all_imports_every_file_first(logged_package: Path) -> None:
 
 def test_a_test_named_in_the_arguments_is_collected_up_front(logged_package: Path) -> None:
     # pytest has to collect a file to find a test named inside it.
-    nodeids = ["pkg/test_c.py::test_fast"]
-    init = {
-        "t": "init",
-        "worker": "gw1",
-        "args": ["-p", "no:cacheprovider", "pkg/test_c.py::test_fast", "pkg/test_b.py"],
-        "nodeids": nodeids,
-    }
-    proc = WorkerProcess(init, cwd=str(logged_package), env=dict(os.environ))
-    try:
-        events = []
-        for event in _events(proc):
-            events.append(event)
-            if event["t"] == "need":
-                proc.send([_run(0) if len(events) < 3 else FINISH])
-    finally:
-        proc.close()
+    args = ("pkg/test_c.py::test_fast", "pkg/test_b.py")
+    events = _drive(logged_package, ["pkg/test_c.py::test_fast"], _answers(_run(0)), args)
     log = (logged_package / "import.log").read_text().split("\n")
     assert log[:2] == ["import c", "import b"]
     assert events[0]["nmissing"] == 0 and events[-1]["code"] == 0
