@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -95,9 +94,6 @@ class RaySession:
         self._early: _EarlyStart | None = None
         #: The executor whose Ray connection is being closed.
         self._closing: RayExecutor | None = None
-        #: Writes the duration store and the run history while pytest writes its reports.
-        self._saving: threading.Thread | None = None
-        self._save_error: BaseException | None = None
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -158,7 +154,6 @@ class RaySession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self._saved()
         if self._closing is not None:
             self._closing.wait_closed()
             self._closing = None
@@ -545,37 +540,18 @@ class RaySession:
             and session.exitstatus == pytest.ExitCode.OK
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.durations and self._saving is None:
-            # SQLite lets go of the interpreter while it writes: the stores fill while
-            # pytest writes its reports (--junitxml, ...), instead of after them.
-            self._saving = threading.Thread(target=self._save, name="orchestrator-save")
-            self._saving.start()
-
-    def _save(self) -> None:
-        """Record this run's durations and history (on the saving thread)."""
-        try:
-            learnt = self.controller.scheduler.learnt_entry_costs() if self.controller else {}
-            DurationStore(self.options.store_path).record(
-                {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}}
-            )
-            self._record_history()
-        except BaseException as exc:  # reported by _saved, on the main thread
-            self._save_error = exc
-
-    def _saved(self) -> None:
-        """Wait until the stores are written; say so when they could not be."""
-        thread, self._saving = self._saving, None
-        if thread is None:
-            return
-        thread.join()
-        error, self._save_error = self._save_error, None
-        if isinstance(error, (OSError, OrchestratorError)):
-            self.terminal.line(
-                f"orchestrator: could not save durations to {self.options.store_path}: {error}",
-                yellow=True,
-            )
-        elif error is not None:
-            raise error
+        if self.durations:
+            try:
+                learnt = self.controller.scheduler.learnt_entry_costs() if self.controller else {}
+                DurationStore(self.options.store_path).record(
+                    {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}}
+                )
+                self._record_history()
+            except (OSError, OrchestratorError) as exc:
+                self.terminal.line(
+                    f"orchestrator: could not save durations to {self.options.store_path}: {exc}",
+                    yellow=True,
+                )
 
     def _record_history(self) -> None:
         """This run's outcomes and metrics, for trends, flake rates and metric baselines."""
@@ -614,7 +590,6 @@ class RaySession:
         )
 
     def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
-        self._saved()
         if self.stats is None:
             return
         wall = self._t_loop_end - self._t0
