@@ -181,9 +181,7 @@ class WorkerPlugin:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._deferring = False
         wanted = self.wanted if self.wanted is not None else self._receive_tests()
-        by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
-        for item in session.items:
-            by_id[item.nodeid].append(item)
+        by_id = _by_nodeid(session.items)
         missing: list[str] = []
         for index, nodeid in enumerate(wanted):
             candidates = by_id.get(nodeid)
@@ -223,7 +221,7 @@ class WorkerPlugin:
         self._collect_errors = []
         # Importing a file is not its first test's time: the controller's timeout clock
         # stops meanwhile.
-        self.channel.send({"t": "collecting", "file": file})
+        self.channel.send({"t": "collecting"})
         with paused_gc():
             found = list(session.genitems(module))
             self.config.hook.pytest_collection_modifyitems(
@@ -232,9 +230,7 @@ class WorkerPlugin:
         self.channel.send({"t": "collected"})
         session.items.extend(found)
         gc.freeze()
-        by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
-        for item in found:
-            by_id[item.nodeid].append(item)
+        by_id = _by_nodeid(found)
         missing: list[str] = []
         for index in self._awaiting.pop(file, []):
             candidates = by_id.get(self.wanted[index])
@@ -429,6 +425,14 @@ class WorkerPlugin:
                 "location": list(location) if location else None,
             }
         )
+
+
+def _by_nodeid(items: list[pytest.Item]) -> dict[str, deque[pytest.Item]]:
+    """Collected tests by node id, in order (a node id can repeat)."""
+    by_id: dict[str, deque[pytest.Item]] = defaultdict(deque)
+    for item in items:
+        by_id[item.nodeid].append(item)
+    return by_id
 
 
 def _exit_with_parent() -> None:
