@@ -8,13 +8,12 @@ thing to ignore, cache in CI or delete.
 
 from __future__ import annotations
 
-import itertools
 import math
-import operator
 import re
 import sqlite3
 import subprocess
 import time
+from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,23 @@ LAST_VALUES = 5
 TREND_RUNS = 30
 
 # Tests and metric series are numbered once, so per-run rows hold integers, not test ids.
-_SCHEMA = """
+# A run's results are stored together (keyed by run, then test): recording a run appends to
+# the end of the table and pruning cuts from its start, where rows kept per test would have
+# a run touch one page per test (a second and more for 20,000 tests over 200 runs).
+# `tests.last_run` is the newest run with a result for the test, so that tests whose runs are
+# all pruned are found without looking through the results.
+_RESULTS = """(
+    run_id INTEGER NOT NULL,
+    test_id INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    duration REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    worker TEXT,
+    PRIMARY KEY (run_id, test_id)
+) WITHOUT ROWID"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL,
@@ -57,20 +72,10 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS tests (
     id INTEGER PRIMARY KEY,
-    nodeid TEXT NOT NULL UNIQUE
+    nodeid TEXT NOT NULL UNIQUE,
+    last_run INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS results (
-    test_id INTEGER NOT NULL,
-    run_id INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    duration REAL NOT NULL,
-    attempts INTEGER NOT NULL,
-    flaky INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    worker TEXT,
-    PRIMARY KEY (test_id, run_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id);
+CREATE TABLE IF NOT EXISTS results {_RESULTS};
 CREATE TABLE IF NOT EXISTS metric_series (
     id INTEGER PRIMARY KEY,
     test_id INTEGER NOT NULL,
@@ -88,9 +93,13 @@ CREATE TABLE IF NOT EXISTS metric_values (
 CREATE INDEX IF NOT EXISTS metric_values_by_run ON metric_values (run_id);
 """
 
+_UPSERT_TEST = """
+INSERT INTO tests (nodeid, last_run) VALUES (?, ?)
+ON CONFLICT (nodeid) DO UPDATE SET last_run = excluded.last_run
+"""
 _INSERT_RESULT = """
-INSERT OR REPLACE INTO results (test_id, run_id, outcome, duration, attempts, flaky, kind, worker)
-SELECT id, ?, ?, ?, ?, ?, ?, ? FROM tests WHERE nodeid = ?
+INSERT OR REPLACE INTO results (run_id, test_id, outcome, duration, attempts, flaky, kind, worker)
+SELECT ?, id, ?, ?, ?, ?, ?, ? FROM tests WHERE nodeid = ?
 """
 _UPSERT_SERIES = """
 INSERT INTO metric_series (test_id, name, higher_is_better)
@@ -102,12 +111,28 @@ INSERT OR REPLACE INTO metric_values (series_id, run_id, value, passed)
 SELECT s.id, ?, ?, ? FROM tests AS t JOIN metric_series AS s ON s.test_id = t.id
 WHERE t.nodeid = ? AND s.name = ?
 """
-# Orphans once their last runs are pruned; NOT EXISTS seeks through the primary keys.
-_PRUNE_ORPHANS = """
+# Orphans once their last runs are pruned (`?`: the newest run pruned); NOT EXISTS seeks
+# through the primary key and the unique index.
+_PRUNE_SERIES = """
 DELETE FROM metric_series WHERE NOT EXISTS
-    (SELECT 1 FROM metric_values AS v WHERE v.series_id = metric_series.id);
-DELETE FROM tests WHERE NOT EXISTS (SELECT 1 FROM results AS r WHERE r.test_id = tests.id)
-    AND NOT EXISTS (SELECT 1 FROM metric_series AS s WHERE s.test_id = tests.id);
+    (SELECT 1 FROM metric_values AS v WHERE v.series_id = metric_series.id)
+"""
+_PRUNE_TESTS = """
+DELETE FROM tests WHERE last_run <= ?
+    AND NOT EXISTS (SELECT 1 FROM metric_series AS s WHERE s.test_id = tests.id)
+"""
+# Stores written before results were kept by run hold them by test: moved once, by the first
+# run recorded with this version (in that run's transaction, so two runs cannot both do it).
+_MIGRATE_BY_RUN = f"""
+ALTER TABLE tests ADD COLUMN last_run INTEGER NOT NULL DEFAULT 0;
+UPDATE tests SET last_run = coalesce(
+    (SELECT max(r.run_id) FROM results AS r WHERE r.test_id = tests.id), 0);
+CREATE TABLE results_new {_RESULTS};
+INSERT INTO results_new (run_id, test_id, outcome, duration, attempts, flaky, kind, worker)
+SELECT run_id, test_id, outcome, duration, attempts, flaky, kind, worker FROM results
+ORDER BY run_id, test_id;
+DROP TABLE results;
+ALTER TABLE results_new RENAME TO results
 """
 # The newest `?` passing values of each series: the subquery finds, per series, the run where
 # that window starts, and the primary key serves the values from there on.
@@ -120,13 +145,10 @@ WHERE v.passed = 1 AND v.run_id >= coalesce((
     ORDER BY q.run_id DESC LIMIT 1 OFFSET ?), 0)
 ORDER BY s.id, v.run_id
 """
-_FLAKIEST = """
-SELECT t.nodeid, SUM(r.flaky) AS flaky_runs, SUM(r.outcome IN ('failed', 'error')) AS failed_runs,
-       COUNT(*) AS runs
-FROM tests AS t JOIN results AS r ON r.test_id = t.id
-GROUP BY t.id HAVING flaky_runs > 0 OR failed_runs > 0
-ORDER BY CAST(flaky_runs AS REAL) / runs DESC, CAST(failed_runs AS REAL) / runs DESC, t.nodeid
-LIMIT ?
+# Tests with a flaky or failed run are few: found first, then their runs counted.
+_FLAKY_OR_FAILED = """
+SELECT test_id, SUM(flaky), SUM(outcome IN ('failed', 'error')) FROM results
+WHERE flaky != 0 OR outcome IN ('failed', 'error') GROUP BY test_id
 """
 
 T = TypeVar("T")
@@ -292,15 +314,17 @@ class HistoryStore(SqliteStore):
 
     def _write(self, run: _Run) -> int:
         with self._transaction() as conn:
+            _keep_results_by_run(conn)
             run_id = conn.execute(
                 "INSERT INTO runs (started, revision, wall, workers, tests, failed)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (run.started, run.commit, run.wall, run.workers, len(run.results), run.failed),
             ).lastrowid
             assert run_id is not None
-            nodeids = {r.nodeid for r in run.results} | {m.nodeid for m in run.metrics}
+            conn.executemany(_UPSERT_TEST, ((r.nodeid, run_id) for r in run.results))
             conn.executemany(
-                "INSERT OR IGNORE INTO tests (nodeid) VALUES (?)", ((n,) for n in nodeids)
+                "INSERT OR IGNORE INTO tests (nodeid) VALUES (?)",
+                ((n,) for n in {m.nodeid for m in run.metrics}),
             )
             conn.executemany(
                 _INSERT_RESULT,
@@ -338,9 +362,8 @@ class HistoryStore(SqliteStore):
         conn.execute("DELETE FROM runs WHERE id <= ?", cutoff)
         conn.execute("DELETE FROM results WHERE run_id <= ?", cutoff)
         conn.execute("DELETE FROM metric_values WHERE run_id <= ?", cutoff)
-        for statement in _PRUNE_ORPHANS.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        conn.execute(_PRUNE_SERIES)
+        conn.execute(_PRUNE_TESTS, cutoff)
 
     # -- reading -----------------------------------------------------------------------
     def _query(self, work: Callable[[sqlite3.Connection], T], empty: T) -> T:
@@ -453,19 +476,18 @@ class HistoryStore(SqliteStore):
         return self._query(work, TestHistory(nodeid))
 
     def find_tests(self, pattern: str) -> list[str]:
-        """``[pattern]`` when it is a recorded test id, else the ids containing it, sorted."""
+        """``[pattern]`` when it is a recorded test id, else the ids containing it, sorted.
+
+        Recording a run keeps a test only while a run it took part in is kept (see
+        :meth:`_prune`), so every test the store names was recorded.
+        """
 
         def work(conn: sqlite3.Connection) -> list[str]:
-            recorded = "EXISTS (SELECT 1 FROM results AS r WHERE r.test_id = t.id)"
-            exact = conn.execute(
-                f"SELECT 1 FROM tests AS t WHERE t.nodeid = ? AND {recorded}", (pattern,)
-            )
+            exact = conn.execute("SELECT 1 FROM tests WHERE nodeid = ?", (pattern,))
             if exact.fetchone() is not None:
                 return [pattern]
             rows = conn.execute(
-                f"SELECT t.nodeid FROM tests AS t WHERE instr(t.nodeid, ?) > 0 AND {recorded}"
-                " ORDER BY t.nodeid",
-                (pattern,),
+                "SELECT nodeid FROM tests WHERE instr(nodeid, ?) > 0 ORDER BY nodeid", (pattern,)
             )
             return [nodeid for (nodeid,) in rows]
 
@@ -475,17 +497,21 @@ class HistoryStore(SqliteStore):
         """The ``top`` tests by median duration over the recorded runs (skips left out)."""
 
         def work(conn: sqlite3.Connection) -> list[SlowTest]:
-            # The median in Python: rows arrive grouped by test from the primary key, where
-            # SQL would sort every row of the table (seconds for 20,000 tests x 200 runs).
-            rows = conn.execute(
-                "SELECT t.nodeid, r.duration FROM tests AS t"
-                " JOIN results AS r ON r.test_id = t.id"
-                " WHERE r.outcome != 'skipped' ORDER BY t.id"
-            )
-            found = []
-            for nodeid, group in itertools.groupby(rows, key=operator.itemgetter(0)):
-                durations = [duration for _, duration in group]
-                found.append(SlowTest(nodeid, median(durations), len(durations)))
+            # One pass over the results in the order they are stored, the median in Python:
+            # SQL would sort every row of the table first (20,000 tests x 200 runs).
+            durations: dict[int, array[float]] = {}
+            for test_id, duration in conn.execute(
+                "SELECT test_id, duration FROM results WHERE outcome != 'skipped'"
+            ):
+                per_test = durations.get(test_id)
+                if per_test is None:
+                    per_test = durations[test_id] = array("d")
+                per_test.append(duration)
+            found = [
+                SlowTest(nodeid, median(durations[test_id]), len(durations[test_id]))
+                for test_id, nodeid in conn.execute("SELECT id, nodeid FROM tests")
+                if test_id in durations
+            ]
             found.sort(key=lambda s: (-s.median_duration, s.nodeid))
             return found[:top]
 
@@ -493,9 +519,39 @@ class HistoryStore(SqliteStore):
 
     def flakiest(self, top: int) -> list[FlakyTest]:
         """Tests with flaky or failed runs, the highest flake rate (then failure rate) first."""
-        return self._query(
-            lambda conn: [FlakyTest(*row) for row in conn.execute(_FLAKIEST, (top,))], []
-        )
+
+        def work(conn: sqlite3.Connection) -> list[FlakyTest]:
+            bad: dict[int, tuple[int, int]] = {
+                test_id: (flaky, failed)
+                for test_id, flaky, failed in conn.execute(_FLAKY_OR_FAILED)
+            }
+            if not bad:
+                return []
+            conn.execute("CREATE TEMP TABLE bad (test_id INTEGER PRIMARY KEY)")
+            conn.executemany("INSERT INTO temp.bad VALUES (?)", ((t,) for t in bad))
+            runs = dict(
+                conn.execute(
+                    "SELECT test_id, COUNT(*) FROM results"
+                    " WHERE test_id IN (SELECT test_id FROM temp.bad) GROUP BY test_id"
+                )
+            )
+            found = [
+                FlakyTest(nodeid, bad[test_id][0], bad[test_id][1], runs[test_id])
+                for test_id, nodeid in conn.execute("SELECT id, nodeid FROM tests")
+                if test_id in bad
+            ]
+            found.sort(key=lambda t: (-t.flaky_runs / t.runs, -t.failed_runs / t.runs, t.nodeid))
+            return found[:top]
+
+        return self._query(work, [])
+
+
+def _keep_results_by_run(conn: sqlite3.Connection) -> None:
+    """Move a store's results from the layout kept by test to the one kept by run, once."""
+    key = {row[1]: row[5] for row in conn.execute("PRAGMA table_info(results)")}
+    if key.get("test_id") == 1:  # the first column of the old primary key
+        for statement in _MIGRATE_BY_RUN.split(";"):
+            conn.execute(statement)
 
 
 @dataclass(frozen=True)

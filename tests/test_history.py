@@ -135,6 +135,88 @@ def test_old_runs_are_pruned(store: HistoryStore, monkeypatch: pytest.MonkeyPatc
         assert conn.execute("SELECT COUNT(*) FROM metric_values").fetchone() == (3,)
 
 
+# The layout stores had before results were kept by run: by test, then run.
+_KEPT_BY_TEST = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, revision TEXT,
+    wall REAL, workers INTEGER, tests INTEGER NOT NULL, failed INTEGER NOT NULL);
+CREATE TABLE tests (id INTEGER PRIMARY KEY, nodeid TEXT NOT NULL UNIQUE);
+CREATE TABLE results (test_id INTEGER NOT NULL, run_id INTEGER NOT NULL, outcome TEXT NOT NULL,
+    duration REAL NOT NULL, attempts INTEGER NOT NULL, flaky INTEGER NOT NULL,
+    kind TEXT NOT NULL, worker TEXT, PRIMARY KEY (test_id, run_id)) WITHOUT ROWID;
+CREATE INDEX results_by_run ON results (run_id);
+CREATE TABLE metric_series (id INTEGER PRIMARY KEY, test_id INTEGER NOT NULL, name TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL, UNIQUE (test_id, name));
+CREATE TABLE metric_values (series_id INTEGER NOT NULL, run_id INTEGER NOT NULL,
+    value REAL NOT NULL, passed INTEGER NOT NULL, PRIMARY KEY (series_id, run_id)) WITHOUT ROWID;
+CREATE INDEX metric_values_by_run ON metric_values (run_id);
+INSERT INTO runs VALUES (1, 100.0, NULL, 5.0, 2, 2, 0), (2, 200.0, NULL, 5.0, 2, 2, 1),
+    (3, 300.0, NULL, 5.0, 2, 2, 0);
+INSERT INTO tests VALUES (1, 'tests/test_model.py::test_accuracy'),
+    (2, 'tests/test_model.py::test_loss'), (3, 'tests/test_io.py::test_read[big]');
+INSERT INTO results VALUES (1, 1, 'passed', 1.0, 1, 0, 'unit', 'gw0'),
+    (3, 1, 'passed', 4.0, 1, 0, 'unit', 'gw1'), (1, 2, 'failed', 2.0, 1, 0, 'unit', 'gw0'),
+    (2, 2, 'passed', 3.0, 2, 1, 'unit', 'gw1'), (1, 3, 'passed', 3.0, 1, 0, 'unit', 'gw0'),
+    (2, 3, 'passed', 3.0, 1, 0, 'unit', 'gw1');
+INSERT INTO metric_series VALUES (1, 1, 'acc', 1);
+INSERT INTO metric_values VALUES (1, 1, 0.5, 1), (1, 3, 0.7, 1);
+"""
+
+
+def _first_key_column(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        return next(row[1] for row in conn.execute("PRAGMA table_info(results)") if row[5] == 1)
+
+
+def test_a_store_kept_by_test_is_read_as_it_is_and_moved_by_the_next_run(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(store.path)) as conn:
+        conn.executescript(_KEPT_BY_TEST)
+    # reading answers from the old layout and leaves the file as it is
+    assert store.find_tests("test_model") == [A, B]
+    assert store.slowest(3) == [(C, 4.0, 1), (B, 3.0, 2), (A, 2.0, 3)]
+    assert store.flakiest(3) == [(B, 1, 0, 2), (A, 0, 1, 3)]
+    assert store.test_history(A).outcomes == ["passed", "failed", "passed"]
+    assert _first_key_column(store.path) == "test_id"
+
+    monkeypatch.setattr(HistoryStore, "MAX_RUNS", 4)
+    new = record(store, {A: "passed", B: "passed"}, {"acc": 0.9})
+    assert new == 4
+    assert _first_key_column(store.path) == "run_id"
+    # every run recorded before is still there, with the new one
+    history = store.test_history(A)
+    assert [r.run_id for r in history.runs] == [1, 2, 3, 4]
+    assert history.outcomes == ["passed", "failed", "passed", "passed"]
+    assert history.durations == [1.0, 2.0, 3.0, 1.0]
+    assert [p.value for p in history.metrics["acc"]] == [0.5, 0.7, 0.9]
+    assert store.test_history(C).durations == [4.0]
+    assert store.flakiest(3) == [(B, 1, 0, 3), (A, 0, 1, 4)]
+    assert store.metric_history(10) == {A: {"acc": [0.5, 0.7, 0.9]}}
+    # the first run, the only one C took part in, is pruned with the next: C goes with it
+    record(store, {A: "passed", B: "passed"})
+    assert [r.id for r in store.runs()] == [5, 4, 3, 2]
+    assert store.find_tests(C) == []
+    assert store.find_tests("test_model") == [A, B]
+    assert store.test_history(A).durations == [2.0, 3.0, 1.0, 1.0]
+    with closing(sqlite3.connect(store.path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM tests").fetchone() == (2,)
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone() == (8,)
+
+
+def test_a_test_stays_while_a_run_it_took_part_in_is_kept(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HistoryStore, "MAX_RUNS", 2)
+    record(store, {A: "passed", C: "passed"})
+    record(store, {A: "passed", C: "failed"})  # C's last run
+    record(store, {A: "passed"})
+    assert store.find_tests(C) == [C]  # its last run is kept
+    assert store.test_history(C).outcomes == ["failed"]
+    record(store, {A: "passed"})
+    assert store.find_tests(C) == []
+
+
 def _recorder(path: str, worker: int) -> None:
     store = HistoryStore(Path(path))
     for i in range(10):
