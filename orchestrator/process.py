@@ -66,12 +66,18 @@ class EventQueue:
     With a wake pipe (see :class:`orchestrator.protocol.Channel`) the thread reads every
     :data:`READ_SECONDS`, and at once when the worker wakes it, instead of at every write:
     a worker running tiny tests would otherwise wake it (and take a core from the tests)
-    a thousand times a second.
+    a thousand times a second. A ``spare`` worker, which says nothing until a run takes
+    it, is not read on a schedule before it first wakes its owner: a warm relay holding
+    one would otherwise spend as much CPU on it as on all the rest of its idling.
     """
 
-    def __init__(self, fd: int, name: str, wake_fd: int | None = None) -> None:
+    def __init__(
+        self, fd: int, name: str, wake_fd: int | None = None, *, spare: bool = False
+    ) -> None:
         self.fd = fd
         self.wake_fd = wake_fd
+        #: How long events may wait in the pipe; None: until the worker wakes us.
+        self._read_every: float | None = None if spare else READ_SECONDS
         self._partial = b""
         self._lines: deque[bytes] = deque()
         self._cond = threading.Condition()
@@ -105,9 +111,10 @@ class EventQueue:
         """Wait until the worker wakes us or it is time to read anyway; False once the
         worker closed its end of the wake pipe."""
         assert self.wake_fd is not None
-        ready, _, _ = select.select([self.wake_fd], [], [], READ_SECONDS)
+        ready, _, _ = select.select([self.wake_fd], [], [], self._read_every)
         if not ready:
             return True
+        self._read_every = READ_SECONDS
         try:
             return bool(os.read(self.wake_fd, 4096))
         except OSError:
@@ -190,7 +197,9 @@ def _same_interpreter(a: str, b: str) -> bool:
 class _Started:
     """A ``python -m orchestrator.worker`` child and the ends of its pipes."""
 
-    def __init__(self, cwd: str, env: Mapping[str, str], python: str, name: str) -> None:
+    def __init__(
+        self, cwd: str, env: Mapping[str, str], python: str, name: str, *, spare: bool = False
+    ) -> None:
         cmd_read, cmd_write = os.pipe()
         evt_read, evt_write = os.pipe()
         wake_read, wake_write = os.pipe()
@@ -221,7 +230,7 @@ class _Started:
             for fd in (cmd_read, evt_write, wake_write, log_fd):
                 os.close(fd)
         self.commands = os.fdopen(cmd_write, "wb")
-        self.events = EventQueue(evt_read, f"orchestrator-{name}-events", wake_read)
+        self.events = EventQueue(evt_read, f"orchestrator-{name}-events", wake_read, spare=spare)
 
     def kill(self) -> None:
         """Kill the worker and anything it started (its own process group)."""
@@ -259,7 +268,9 @@ class Spare:
         self.python = python or sys.executable
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
-        self._started: _Started | None = _Started(os.getcwd(), self.env, self.python, "spare")
+        self._started: _Started | None = _Started(
+            os.getcwd(), self.env, self.python, "spare", spare=True
+        )
 
     def fits(self, env: Mapping[str, str], python: str) -> bool:
         started = self._started

@@ -109,6 +109,39 @@ def test_the_owner_gets_everything_woken_or_not(pipes: Pipes) -> None:
     pipes.closed_elsewhere(evt_r, wake_r)
 
 
+def test_a_spare_is_read_on_a_schedule_only_once_it_has_woken_its_owner(pipes: Pipes) -> None:
+    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
+    channel = pipes.channel()
+    queue = EventQueue(evt_r, "test-events", wake_r, spare=True)
+    channel.send_raw(_line(0), flush=False)
+    channel.flush()
+    # not woken: a spare's pipe is left alone (a running worker's is read within 0.05 s)
+    assert queue.readline(0.5) is None and not queue.done
+    channel.send_raw(_line(1))  # its first wake, as a worker's `ready` after its init
+    assert queue.readline(30.0) == _line(0)
+    assert queue.readline(30.0) == _line(1)
+    channel.send_raw(_line(2), flush=False)
+    channel.flush()  # from now on read on the owner's schedule, as any worker's
+    assert queue.readline(30.0) == _line(2)
+    pipes.close(evt_w, wake_w)
+    assert queue.readline(1.0) is None and queue.done
+    queue.close()
+    pipes.closed_elsewhere(evt_r, wake_r)
+
+
+def test_a_spare_that_dies_before_a_run_takes_it_is_seen_to_end(pipes: Pipes) -> None:
+    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
+    channel = pipes.channel()
+    queue = EventQueue(evt_r, "test-events", wake_r, spare=True)
+    channel.send_raw(_line(0), flush=False)
+    channel.flush()
+    pipes.close(evt_w, wake_w)  # never woke its owner, and is gone
+    assert queue.readline(30.0) == _line(0)
+    assert queue.readline(30.0) is None and queue.done
+    queue.close()
+    pipes.closed_elsewhere(evt_r, wake_r)
+
+
 def test_a_channel_without_a_wake_pipe_still_delivers(pipes: Pipes) -> None:
     cmd_w, evt_r, evt_w = pipes.cmd_w, pipes.evt_r, pipes.evt_w
     channel = pipes.channel(wake=False)
