@@ -54,13 +54,28 @@ def _line(i: int) -> bytes:
     return encode({"t": "ok", "i": i})
 
 
+def _unwoken(channel: Channel, line: bytes) -> None:
+    """Put ``line`` into the pipe without waking the owner (a test's report)."""
+    channel.send_raw(line, flush=False)
+    channel.flush()
+
+
+def _worker_ends(pipes: Pipes, queue: EventQueue, *unread: bytes) -> None:
+    """The worker closes its ends: what it wrote is still read, then the end."""
+    pipes.close(pipes.evt_w, pipes.wake_w)
+    for line in unread:
+        assert queue.readline(30.0) == line
+    assert queue.readline(1.0) is None and queue.done
+    queue.close()
+    pipes.closed_elsewhere(pipes.evt_r, pipes.wake_r)
+
+
 def test_only_sends_and_every_so_many_bytes_wake_the_owner(pipes: Pipes) -> None:
     evt_r, wake_r = pipes.evt_r, pipes.wake_r
     channel = pipes.channel()
     os.set_blocking(evt_r, False)
     for i in range(100):  # a test's reports, then the flush before the next test
-        channel.send_raw(_line(i), flush=False)
-        channel.flush()
+        _unwoken(channel, _line(i))
     written = os.read(evt_r, 1 << 20)
     assert [decode(line)["i"] for line in written.splitlines()] == list(range(100))
     assert _wakes(wake_r) == 0  # in the pipe, where it outlives the worker; nobody woken
@@ -75,8 +90,7 @@ def test_only_sends_and_every_so_many_bytes_wake_the_owner(pipes: Pipes) -> None
     received: list[bytes] = []
     reader.start()
     for line in lines:
-        channel.send_raw(line, flush=False)
-        channel.flush()
+        _unwoken(channel, line)
     reader.join(timeout=30)
     assert received == [b"".join(lines)]
     assert _wakes(wake_r) >= len(received[0]) // WAKE_BYTES - 1
@@ -91,55 +105,35 @@ def _read_all(fd: int, size: int) -> bytes:
 
 
 def test_the_owner_gets_everything_woken_or_not(pipes: Pipes) -> None:
-    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
     channel = pipes.channel()
-    queue = EventQueue(evt_r, "test-events", wake_r)
+    queue = EventQueue(pipes.evt_r, "test-events", pipes.wake_r)
     big = encode({"t": "report", "text": "x" * (1 << 20)})  # larger than the pipe
-    channel.send_raw(_line(0), flush=False)
-    channel.flush()  # not woken: read on the owner's own schedule
+    _unwoken(channel, _line(0))  # read on the owner's own schedule
     assert queue.readline(30.0) == _line(0)
     channel.send_raw(big)
     assert queue.readline(30.0) == big
-    channel.send_raw(_line(1), flush=False)
-    channel.flush()
-    pipes.close(evt_w, wake_w)  # the worker ended: what it wrote is still read, then the end
-    assert queue.readline(30.0) == _line(1)
-    assert queue.readline(1.0) is None and queue.done
-    queue.close()
-    pipes.closed_elsewhere(evt_r, wake_r)
+    _unwoken(channel, _line(1))
+    _worker_ends(pipes, queue, _line(1))
 
 
 def test_a_spare_is_read_on_a_schedule_only_once_it_has_woken_its_owner(pipes: Pipes) -> None:
-    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
     channel = pipes.channel()
-    queue = EventQueue(evt_r, "test-events", wake_r, spare=True)
-    channel.send_raw(_line(0), flush=False)
-    channel.flush()
-    # not woken: a spare's pipe is left alone (a running worker's is read within 0.05 s)
+    queue = EventQueue(pipes.evt_r, "test-events", pipes.wake_r, spare=True)
+    _unwoken(channel, _line(0))
+    # a spare's pipe is left alone (a running worker's is read within 0.05 s)
     assert queue.readline(0.5) is None and not queue.done
     channel.send_raw(_line(1))  # its first wake, as a worker's `ready` after its init
     assert queue.readline(30.0) == _line(0)
     assert queue.readline(30.0) == _line(1)
-    channel.send_raw(_line(2), flush=False)
-    channel.flush()  # from now on read on the owner's schedule, as any worker's
+    _unwoken(channel, _line(2))  # from now on read on the owner's schedule, as any worker's
     assert queue.readline(30.0) == _line(2)
-    pipes.close(evt_w, wake_w)
-    assert queue.readline(1.0) is None and queue.done
-    queue.close()
-    pipes.closed_elsewhere(evt_r, wake_r)
+    _worker_ends(pipes, queue)
 
 
 def test_a_spare_that_dies_before_a_run_takes_it_is_seen_to_end(pipes: Pipes) -> None:
-    evt_r, evt_w, wake_r, wake_w = pipes.evt_r, pipes.evt_w, pipes.wake_r, pipes.wake_w
-    channel = pipes.channel()
-    queue = EventQueue(evt_r, "test-events", wake_r, spare=True)
-    channel.send_raw(_line(0), flush=False)
-    channel.flush()
-    pipes.close(evt_w, wake_w)  # never woke its owner, and is gone
-    assert queue.readline(30.0) == _line(0)
-    assert queue.readline(30.0) is None and queue.done
-    queue.close()
-    pipes.closed_elsewhere(evt_r, wake_r)
+    queue = EventQueue(pipes.evt_r, "test-events", pipes.wake_r, spare=True)
+    _unwoken(pipes.channel(), _line(0))
+    _worker_ends(pipes, queue, _line(0))  # it never woke its owner, and is gone
 
 
 def test_a_channel_without_a_wake_pipe_still_delivers(pipes: Pipes) -> None:
