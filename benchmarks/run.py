@@ -110,7 +110,14 @@ def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement,
         junits=junits,
         timeout=timeout,
     )
-    return measurement, [shlex.join(c) for c in commands]
+    return measurement, [_shown(c, ctx.work_dir) for c in commands]
+
+
+def _shown(command: list[str], work_dir: Path | None) -> str:
+    """``command`` as the report shows it: ``python`` for this interpreter and ``$WORK`` for
+    the benchmark's directory, so that it reads the same on any machine."""
+    line = shlex.join("python" if arg == sys.executable else arg for arg in command)
+    return line if work_dir is None else line.replace(str(work_dir), "$WORK")
 
 
 def _median(runs: list[tuple[Measurement, list[str]]]) -> tuple[Measurement, list[str]]:
@@ -161,6 +168,7 @@ def bench_suite(
         run_dir=work_dir / "runs" / name,
         split_durations=work_dir / "runs" / f"{name}.test_durations",
         store=work_dir / "stores" / name / "durations.db",
+        work_dir=work_dir,
     )
     serial, measurement = _run_runner(SERIAL, base, repeat, timeout)
     _log(f"[{name}] {serial.label}: {serial.wall:.2f} s")

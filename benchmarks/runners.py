@@ -28,6 +28,7 @@ class Context:
     split_durations: Path  # pytest-split's durations file, written by the serial run
     store: Path  # the orchestrator's duration store for this suite
     cluster_address: str | None = None
+    work_dir: Path | None = None  # where suites, stores and runs live (shown as $WORK)
 
 
 class Store(Enum):
