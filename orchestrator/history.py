@@ -145,7 +145,7 @@ WHERE v.passed = 1 AND v.run_id >= coalesce((
     ORDER BY q.run_id DESC LIMIT 1 OFFSET ?), 0)
 ORDER BY s.id, v.run_id
 """
-# Tests with a flaky or failed run are few: found first, then their runs counted.
+# Tests with a flaky or failed run are usually few: found first, then only their runs counted.
 _FLAKY_OR_FAILED = """
 SELECT test_id, SUM(flaky), SUM(outcome IN ('failed', 'error')) FROM results
 WHERE flaky != 0 OR outcome IN ('failed', 'error') GROUP BY test_id
