@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         "tests; all: every worker imports the whole suite first",
     )
     run.add_argument(
+        "--head-start",
+        default=None,
+        choices=("on", "off"),
+        help="on (default): workers start on the tests the last run collected while the "
+        "controller collects (when no test, conftest or ini file changed); off: they wait",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="print pytest's usual per-test output instead of the live progress line",
@@ -239,6 +246,7 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.json, "--report-json"),
         (args.html, "--report-html"),
         (args.collect, "--ray-collect"),
+        (args.head_start, "--ray-head-start"),
     ):
         if value is not None:
             argv.append(f"{option}={value}")

@@ -47,6 +47,9 @@ class RunOptions:
     files: str = "auto"
     #: Left out of what is shipped, besides the defaults (gitignore-style patterns).
     excludes: tuple[str, ...] = ()
+    #: Start the tests the last run collected while the controller collects (see
+    #: orchestrator.head_start).
+    head_start: bool = True
 
 
 def parse_workers(value: str) -> int | None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from orchestrator.config import POLL_SECONDS, thread_env
 from orchestrator.errors import CollectionMismatch, OrchestratorError
 from orchestrator.executor import Executor, WorkerLost
+from orchestrator.head_start import Given
 from orchestrator.planner import Plan
 from orchestrator.protocol import Message, decode
 from orchestrator.resources import DEFAULT, Resources, serves
@@ -127,6 +128,7 @@ class Controller:
         testrunuid: str | None = None,
         launched: Sequence[str] = (),
         entry_costs: Mapping[str, float] | None = None,
+        head_start: Given | None = None,
     ) -> None:
         """``needs`` are the distinct resource needs (``plan.classes`` index them) and
         ``shapes`` the workers to start; without them every worker runs every test.
@@ -136,7 +138,8 @@ class Controller:
         ``gw0``, ``gw1``, ...): they take the places of default workers, and those not
         needed are closed. ``workerinput`` reaches every worker's ``config.workerinput``.
         ``entry_costs`` are the recorded costs of entering each test file (see
-        :class:`orchestrator.scheduler.Scheduler`).
+        :class:`orchestrator.scheduler.Scheduler`). ``head_start``: the tests the
+        launched workers were given before the plan existed (see orchestrator.head_start).
         """
         self.plan = plan
         self.executor = executor
@@ -179,6 +182,11 @@ class Controller:
         self._finals: deque[tuple[int, Attempt, Sequence[Attempt]]] = deque()
         #: Replacement workers not ready yet, and when they were asked for.
         self._placing: dict[str, float] = {}
+        self.head_start = head_start
+        #: Per worker holding a head start's guesses: how many (its numbering of the
+        #: plan's tests starts after them), and the plan's index of each guess it runs.
+        self._offset: dict[str, int] = {}
+        self._guessed: dict[str, dict[int, int]] = {}
 
     # -- workers ---------------------------------------------------------------------
     def _start(
@@ -223,7 +231,10 @@ class Controller:
         }
         # Workers started early learn their tests now, before new ones are waited for.
         for worker in adopted:
-            self.executor.send(worker, [tests])
+            if self.head_start is None:
+                self.executor.send(worker, [tests])
+            else:
+                self._take_over(worker, tests)
         self.executor.dispatch()
         constrained = [init for init in inits if init.get("resources")]
         ordinary = [init for init in inits if not init.get("resources")]
@@ -244,6 +255,26 @@ class Controller:
         self.executor.wait_started(adopted + started)
         for worker in started:
             self.executor.send(worker, [tests])
+
+    def _take_over(self, worker: str, tests: Message) -> None:
+        """An early worker holding a head start's guesses: the plan's tests follow them,
+        and the guesses that are in the plan count as handed out to it."""
+        assert self.head_start is not None
+        self._offset[worker] = self.head_start.count
+        self.executor.send(worker, [{**tests, "t": "more"}])
+        pairs = self.head_start.by_worker.get(worker, ())
+        given = set(self.scheduler.give(worker, [index for _, index in pairs]))
+        if given:
+            self._guessed[worker] = {guess: index for guess, index in pairs if index in given}
+            self._since[worker] = time.monotonic()
+
+    def _index(self, worker: str, number: int) -> int | None:
+        """The plan's index of the test a worker numbers ``number`` (None: a guess of a
+        head start that is not part of this run)."""
+        offset = self._offset.get(worker, 0)
+        if number >= offset:
+            return number - offset
+        return self._guessed[worker].get(number) if worker in self._guessed else None
 
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]
@@ -322,6 +353,11 @@ class Controller:
 
     def _event(self, worker: str, event: Message) -> None:
         kind = event["t"]
+        if self._offset and kind in ("report", "pass", "ok"):
+            index = self._index(worker, event["i"])
+            if index is None:
+                return  # a guessed test this run did not collect: its result is dropped
+            event["i"] = index
         if kind == "report":
             self._report(worker, event)
         elif kind == "pass":  # three plain passed phases, timings only
@@ -349,6 +385,12 @@ class Controller:
             self._since[worker] = time.monotonic()
         elif kind == "missing":  # a test file collected late lacks some of its tests
             raise CollectionMismatch(_mismatch_message(worker, event))
+        elif kind == "gone":  # guesses of a head start the worker did not find
+            kept = self._guessed.get(worker, {})
+            lacking = [self.plan.nodeids[kept[g]] for g in event["i"] if g in kept]
+            if lacking:
+                lost = {"missing": lacking[:50], "nmissing": len(lacking)}
+                raise CollectionMismatch(_mismatch_message(worker, lost))
         elif kind == "ready":
             if event["nmissing"]:
                 raise CollectionMismatch(_mismatch_message(worker, event))
@@ -411,7 +453,9 @@ class Controller:
         return [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
 
     def _send_batch(self, worker: str, batch: list[int]) -> None:
-        message = {"t": "run", "i": batch, "a": self.scheduler.ask_at(batch)}
+        offset = self._offset.get(worker, 0)
+        numbers = [index + offset for index in batch] if offset else batch
+        message = {"t": "run", "i": numbers, "a": self.scheduler.ask_at(batch)}
         self.executor.send(worker, [message])
 
     def _unsettled(self, worker: str) -> bool:

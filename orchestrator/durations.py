@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.head_start import LastCollection
 from orchestrator.planner import junit_key
 
 #: Weight of the newest run in the moving average of a test's duration.
@@ -205,6 +206,54 @@ class DurationStore(SqliteStore):
                     [(k, v, now) for k, v in rows],
                 )
         return len(rows)
+
+
+#: Collections kept (one per set of arguments a run was started with), newest first.
+COLLECTIONS_KEPT = 20
+_COLLECTIONS = """
+CREATE TABLE IF NOT EXISTS collections (
+    key TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+class CollectionStore(SqliteStore):
+    """What the last run with each set of arguments collected (see orchestrator.head_start)."""
+
+    schema = _COLLECTIONS
+    what = "duration store"
+    consequence = "Runs start without a head start until the next one has collected."
+
+    def load(self, key: str) -> LastCollection | None:
+        if not self.path.exists():
+            return None
+        try:
+            conn = self._connect()
+            try:
+                row = conn.execute("SELECT data FROM collections WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+            return LastCollection.from_json(row[0]) if row else None
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass  # written by another version: the next run writes it afresh
+        return None
+
+    def save(self, key: str, collection: LastCollection) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO collections (key, data, updated) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                (key, collection.to_json(), time.time()),
+            )
+            conn.execute(
+                "DELETE FROM collections WHERE key NOT IN"
+                " (SELECT key FROM collections ORDER BY updated DESC LIMIT ?)",
+                (COLLECTIONS_KEPT,),
+            )
 
 
 def read_pytest_split(path: Path) -> dict[str, float]:

@@ -255,6 +255,22 @@ class Scheduler:
         self._assigned.setdefault(worker, deque()).extend(batch)
         return batch
 
+    def give(self, worker: str, indices: Sequence[int]) -> list[int]:
+        """Record that ``worker`` was given these tests already (a head start, see
+        orchestrator.head_start), in this order; returns those that were still queued
+        (the others are left alone)."""
+        given: list[int] = []
+        for index in indices:
+            if not self._queued[index]:
+                continue
+            self._take(self._queues[self.plan.class_of(index)], index)
+            self._queued_seconds -= self.plan.estimates[index]
+            given.append(index)
+        if given:
+            self._assigned.setdefault(worker, deque()).extend(given)
+            self._move(worker, self._file[given[-1]])
+        return given
+
     def ask_at(self, batch: Sequence[int]) -> int:
         """When the worker given ``batch`` should ask for more: as it starts the test
         after which this many of the batch are left.

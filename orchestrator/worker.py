@@ -94,6 +94,14 @@ class WorkerPlugin:
         #: The controller's tests, in its order; they come with the init message or,
         #: for a worker started while the controller was still collecting, after it.
         self.wanted: list[str] | None = init.get("nodeids")
+        #: How many of ``wanted`` are a head start's guesses (see orchestrator.head_start):
+        #: one this worker cannot find is named (``gone``) and skipped, not an error. The
+        #: controller's own tests follow them, with its ``more`` message.
+        self.guessed: int = int(init.get("guessed", 0)) if self.wanted is not None else 0
+        #: Guessed tests not found when their file was collected.
+        self._gone: set[int] = set()
+        #: Collected tests by node id, for the controller's tests that arrive later.
+        self._found: dict[str, pytest.Item] = {}
         self.items: list[pytest.Item | None] = []
         self.pending: deque[int] = deque()
         self.finishing = False
@@ -182,8 +190,25 @@ class WorkerPlugin:
         self._deferring = False
         wanted = self.wanted if self.wanted is not None else self._receive_tests()
         by_id = _by_nodeid(session.items)
+        if self.guessed:
+            self._found = {item.nodeid: item for item in session.items}
+        missing = self._place(wanted, 0, by_id)
+        del by_id
+        # What collection built lives as long as the session: keep the cyclic garbage
+        # collector from walking it again and again while the tests run.
+        gc.freeze()
+        self.nmissing = len(missing)
+        self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+        if self._gone:
+            self.channel.send({"t": "gone", "i": sorted(self._gone)})
+
+    def _place(
+        self, nodeids: list[str], start: int, by_id: Mapping[str, deque[pytest.Item]]
+    ) -> list[str]:
+        """Find the tests ``nodeids`` (numbered from ``start``) among those collected, or
+        note which deferred file will have them; returns those nowhere to be found."""
         missing: list[str] = []
-        for index, nodeid in enumerate(wanted):
+        for index, nodeid in enumerate(nodeids, start):
             candidates = by_id.get(nodeid)
             if candidates:
                 self.items.append(candidates.popleft())
@@ -192,14 +217,23 @@ class WorkerPlugin:
             file = nodeid.split("::", 1)[0]
             if file in self._deferred:
                 self._awaiting.setdefault(file, []).append(index)
+            elif index < self.guessed:
+                self._gone.add(index)
             else:
                 missing.append(nodeid)
-        del by_id
-        # What collection built lives as long as the session: keep the cyclic garbage
-        # collector from walking it again and again while the tests run.
-        gc.freeze()
-        self.nmissing = len(missing)
-        self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+        return missing
+
+    def _more(self, message: Message) -> None:
+        """The controller's tests, after a head start's guesses: numbered after them."""
+        assert self.wanted is not None and self.config is not None
+        nodeids = list(message["nodeids"])
+        start = len(self.wanted)
+        self.wanted.extend(nodeids)
+        self.config.workerinput.update(message.get("workerinput") or {})  # type: ignore[attr-defined]
+        found = {n: deque([item]) for n in set(nodeids) if (item := self._found.get(n))}
+        missing = self._place(nodeids, start, found)
+        if missing:
+            self._stop_missing(missing)
 
     def _collected(self, index: int) -> pytest.Item | None:
         """The test at ``index``, collecting its file first if that was left for later.
@@ -208,7 +242,7 @@ class WorkerPlugin:
         and this worker runs nothing more.
         """
         item = self.items[index]
-        if item is None and self.nmissing == 0:
+        if item is None and self.nmissing == 0 and index not in self._gone:
             assert self.wanted is not None
             self._collect_file(self.wanted[index].split("::", 1)[0])
             item = self.items[index]
@@ -230,26 +264,41 @@ class WorkerPlugin:
         self.channel.send({"t": "collected"})
         session.items.extend(found)
         gc.freeze()
+        if self.guessed:
+            self._found.update((item.nodeid, item) for item in found)
         by_id = _by_nodeid(found)
         missing: list[str] = []
+        gone: list[int] = []
         for index in self._awaiting.pop(file, []):
             candidates = by_id.get(self.wanted[index])
             if candidates:
-                self.items[index] = candidates.popleft()
+                # A guessed test and the controller's copy of it are the same item (node
+                # ids are unique where there are guesses); otherwise each takes its own.
+                self.items[index] = candidates[0] if self.guessed else candidates.popleft()
+            elif index < self.guessed:
+                gone.append(index)
             else:
                 missing.append(self.wanted[index])
+        if gone:
+            self._gone.update(gone)
+            self.channel.send({"t": "gone", "i": gone})
         if missing:
-            self.nmissing = len(missing)
-            self.finishing = True
-            self.pending.clear()
-            self.channel.send(
-                {
-                    "t": "missing",
-                    "missing": missing[:50],
-                    "nmissing": len(missing),
-                    "errors": self._collect_errors[:3],
-                }
-            )
+            self._stop_missing(missing)
+
+    def _stop_missing(self, missing: list[str]) -> None:
+        """Tests the controller collected that this worker cannot find: it runs nothing
+        more, and the controller stops the run naming them."""
+        self.nmissing = len(missing)
+        self.finishing = True
+        self.pending.clear()
+        self.channel.send(
+            {
+                "t": "missing",
+                "missing": missing[:50],
+                "nmissing": len(missing),
+                "errors": self._collect_errors[:3],
+            }
+        )
 
     def _receive_tests(self) -> list[str]:
         """Wait for the controller's list of tests (it was collecting while we were)."""
@@ -278,10 +327,15 @@ class WorkerPlugin:
             self._absorb_waiting_commands()
             self._ask_ahead()
             item = self._collected(index)
+            if index in self._gone:
+                continue  # a guess that is not there: named when its file was collected
             if item is None or self.nmissing:
                 break
-            if self.pending:
+            while self.pending:
                 self._collected(self.pending[0])  # ends the pending work if it is missing
+                if self.pending[0] not in self._gone:
+                    break
+                self.pending.popleft()
             self.lazy_next = None if self.pending else LazyNextItem(self)
             nextitem = self.items[self.pending[0]] if self.pending else self.lazy_next
             # The reports of earlier tests leave before this one starts: if it kills the
@@ -316,6 +370,8 @@ class WorkerPlugin:
         elif kind in ("finish", "stop"):
             self.finishing = True
             self.pending.clear()
+        elif kind == "more":
+            self._more(message)
         elif kind != "wait":
             raise RuntimeError(f"worker got an unknown command: {message!r}")
         return kind

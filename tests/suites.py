@@ -1,5 +1,8 @@
 """Test suites the acceptance tests run, serially and on Ray, as pytester file contents."""
 
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 OUTCOMES = {
     "test_outcomes.py": r"""
 import sys
@@ -103,3 +106,12 @@ def pytest_runtest_logreport(report):
         fh.write(json.dumps([report.nodeid, report.when, report.outcome,
                              bool(getattr(report, "wasxfail", None) is not None)]) + "\n")
 """
+
+
+def junit_cases(path: Path) -> dict[tuple[str, str], str]:
+    """A JUnit report's test cases, (classname, name), with their outcome."""
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        cases[(case.get("classname", ""), case.get("name", ""))] = ",".join(kinds) or "passed"
+    return cases

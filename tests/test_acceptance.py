@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import xmlschema
 
-from tests.suites import OUTCOMES, RECORDER
+from tests.suites import OUTCOMES, RECORDER, junit_cases
 
 pytestmark = pytest.mark.ray_cluster
 
@@ -54,14 +53,6 @@ def _cli(
     return proc, sorted(json.loads(line) for line in lines)
 
 
-def _junit_cases(path: Path) -> dict[tuple[str, str], str]:
-    cases = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
-        cases[(case.get("classname", ""), case.get("name", ""))] = ",".join(kinds) or "passed"
-    return cases
-
-
 def test_outcomes_equal_serial_pytest(
     pytester: pytest.Pytester, on_cluster: str, junit_schema: Path
 ) -> None:
@@ -86,7 +77,7 @@ def test_outcomes_equal_serial_pytest(
     ray.stdout.fnmatch_lines(["*RuntimeError: setup went wrong*"])
     ray.stdout.fnmatch_lines(["*orchestrator summary*", "3 worker(s) on the Ray cluster at*"])
     # JUnit: same cases and verdicts, and valid against the xunit2 schema.
-    assert _junit_cases(pytester.path / "ray.xml") == _junit_cases(pytester.path / "serial.xml")
+    assert junit_cases(pytester.path / "ray.xml") == junit_cases(pytester.path / "serial.xml")
     xmlschema.validate(str(pytester.path / "ray.xml"), str(junit_schema))
 
 

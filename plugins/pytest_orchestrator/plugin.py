@@ -53,6 +53,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "test, as pytest-xdist's do",
     )
     group.addoption(
+        "--ray-head-start",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): while the controller collects, the workers start on the tests "
+        "the last run with the same arguments collected, when none of its test, conftest "
+        "or ini files changed since; off: they wait for the controller's collection",
+    )
+    group.addoption(
         "--ray-address",
         default=None,
         metavar="HOST:PORT",
@@ -202,6 +210,7 @@ def _options(config: pytest.Config) -> RunOptions:
         timeout=timeout,
         files=files,
         excludes=(*settings.ship_excludes, *config.getoption("ray_exclude")),
+        head_start=config.getoption("ray_head_start") == "on",
     )
 
 

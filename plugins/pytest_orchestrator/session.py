@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import types
 import uuid
 import warnings
 from collections import defaultdict
@@ -31,10 +32,21 @@ from orchestrator.config import (
     thread_env,
 )
 from orchestrator.controller import Controller, RunStats, worker_init
-from orchestrator.durations import ENTRY_PREFIX, DurationStore
+from orchestrator.durations import ENTRY_PREFIX, CollectionStore, DurationStore
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.executor import ClusterInfo
 from orchestrator.gcpause import paused_gc
+from orchestrator.head_start import (
+    Given,
+    HeadStart,
+    LastCollection,
+    collection_key,
+    match,
+    plan_head_start,
+    stamps,
+    test_files,
+    unchanged,
+)
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
 from orchestrator.junit import attempt_element
 from orchestrator.planner import Plan, auto_workers, make_plan
@@ -63,6 +75,10 @@ class _EarlyStart:
     executor: RayExecutor
     info: ClusterInfo
     launched: list[str]
+    #: The tests the workers were given before the controller collected, if any.
+    head_start: HeadStart | None = None
+    #: The early workers holding the head start's guesses, in launch order.
+    guessing: tuple[str, ...] = ()
 
 
 class RaySession:
@@ -84,7 +100,10 @@ class RaySession:
         self._failed: set[int] = set()
         self._finished = 0
         self._keywords: dict[int, dict[str, Literal[1]]] = {}
+        #: When the tests started: the collection's end, or the head start's dispatch.
         self._t0 = 0.0
+        self._t_collected = 0.0
+        self._t_head_start: float | None = None
         self._t_loop_end = 0.0
         #: Tests skipped because no node could meet their needs, with the reason.
         self.unplaced: dict[str, str] = {}
@@ -94,6 +113,11 @@ class RaySession:
         self._early: _EarlyStart | None = None
         #: The executor whose Ray connection is being closed.
         self._closing: RayExecutor | None = None
+        #: Recorded durations and file entry costs, loaded once per run.
+        self._recorded: tuple[dict[str, float], dict[str, float]] | None = None
+        #: Seconds the controller spent collecting, and the node ids it collected.
+        self._collect_seconds = 0.0
+        self._collected: list[str] = []
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -105,8 +129,12 @@ class RaySession:
                 self._early = self._launch()
             except OrchestratorError as exc:
                 raise pytest.UsageError(str(exc)) from None
-        with paused_gc():
-            return (yield)
+        start = time.perf_counter()
+        try:
+            with paused_gc():
+                return (yield)
+        finally:
+            self._collect_seconds = time.perf_counter() - start
 
     def _launch(self) -> _EarlyStart:
         from orchestrator.ray_executor import RayExecutor
@@ -137,11 +165,84 @@ class RaySession:
                 )
                 for i in range(count)
             ]
+            head_start = self._head_start(count, info)
+            if head_start is not None:
+                for init in inits:
+                    init["nodeids"] = list(head_start.nodeids)
+                    init["guessed"] = len(head_start.nodeids)
             executor.launch(inits, env, self._cwd())
+            guessing = tuple(init["worker"] for init in inits) if head_start else ()
+            if head_start is not None:
+                for worker, batches, asks in zip(
+                    guessing, head_start.batches, head_start.ask_at, strict=False
+                ):
+                    executor.send(
+                        worker,
+                        [{"t": "run", "i": b, "a": a} for b, a in zip(batches, asks, strict=True)],
+                    )
+                executor.dispatch()
+                self._t_head_start = time.time()
         except BaseException:
             executor.shutdown(graceful=False)
             raise
-        return _EarlyStart(executor, info, [init["worker"] for init in inits])
+        return _EarlyStart(executor, info, [init["worker"] for init in inits], head_start, guessing)
+
+    def _head_start_allowed(self) -> bool:
+        """Runs whose collection a recorded one can stand for: the worker collects lazily,
+        and nothing but the files decides what is selected (not the last failures, nor a
+        shard, whose split follows the recorded durations)."""
+        config = self.config
+        option = config.option
+        return (
+            self.options.head_start
+            and not config.pluginmanager.has_plugin("orchestrator-shard")
+            and config.getoption("ray_collect", "lazy") == "lazy"
+            and not option.keepduplicates
+            and not any("::" in str(arg) for arg in config.args)
+            and not any(
+                getattr(option, name, False)
+                for name in ("lf", "failedfirst", "newfirst", "stepwise", "stepwise_skip")
+            )
+        )
+
+    def _collection_key(self) -> str:
+        config = self.config
+        return collection_key(
+            vars(config.option), [str(a) for a in config.args], self._cwd(), str(config.rootpath)
+        )
+
+    def _head_start(self, count: int, info: ClusterInfo) -> HeadStart | None:
+        """The early workers' first batches, from what the last run with these arguments
+        collected, when none of its files changed since (see orchestrator.head_start)."""
+        if not self._head_start_allowed():
+            return None
+        durations, entry_costs = self._load_recorded()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                last = CollectionStore(self.options.store_path).load(self._collection_key())
+            except (OSError, OrchestratorError):
+                last = None
+        for w in caught:
+            self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
+        if last is None or not unchanged(last, self.config.rootpath):
+            return None
+        workers = self.options.workers
+        if workers is None:
+            cpus = max(1, info.cpus) if self.options.address else available_cpus()
+            workers = auto_workers(make_plan(last.nodeids, durations), cpus, WORKER_STARTUP_SECONDS)
+        return plan_head_start(last, durations, min(count, workers), entry_costs=entry_costs)
+
+    def _load_recorded(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Recorded durations and file entry costs (read once; warnings shown)."""
+        if self._recorded is None:
+            store = DurationStore(self.options.store_path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._recorded = (store.load(), store.entry_costs())
+            for w in caught:
+                self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
+        return self._recorded
 
     def _release(self) -> None:
         """Stop the workers and start closing the connection (safe to call again): Ray
@@ -168,7 +269,9 @@ class RaySession:
             self._release()
             return True
         self.items = list(session.items)
-        self._t0 = time.time()
+        self._collected = [item.nodeid for item in self.items]
+        self._t_collected = time.time()
+        self._t0 = self._t_head_start or self._t_collected
         # What collection built lives as long as the session: keep the cyclic garbage
         # collector from walking it again and again while the reports come in.
         gc.freeze()
@@ -190,13 +293,7 @@ class RaySession:
         early = self._early
         if early is None:  # pragma: no cover - pytest_collection always runs first
             raise OrchestratorError("the workers were not started")
-        store = DurationStore(self.options.store_path)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            history = store.load()
-            entry_costs = store.entry_costs()
-        for w in caught:
-            self.terminal.line(f"orchestrator: warning: {w.message}", yellow=True)
+        history, entry_costs = self._load_recorded()
         needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
         plan = make_plan([item.nodeid for item in self.items], history)
         executor, info, launched = early.executor, early.info, early.launched
@@ -238,6 +335,7 @@ class RaySession:
                 classes = [distinct.index(n) for n in needs]
             plan = make_plan([item.nodeid for item in self.items], history, classes)
             workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
+            given = self._take_over(early, plan, plain=not shapes)
             self.plan = plan
             self.pipelines.baselines = self._baselines(plan)
             self.where, self.workers = info.description, workers
@@ -274,6 +372,7 @@ class RaySession:
                 testrunuid=self.testrunuid,
                 launched=launched,
                 entry_costs=entry_costs,
+                head_start=given,
             )
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
@@ -291,6 +390,32 @@ class RaySession:
             # Raised afresh: the original traceback can end in Ray's compiled code, whose
             # frames have no line numbers and break pytest's report of the interruption.
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
+
+    def _take_over(self, early: _EarlyStart, plan: Plan, *, plain: bool) -> Given | None:
+        """What the controller keeps of the head start: the guesses it collected too
+        (none when some workers are shaped for resources: the guesses were not)."""
+        head_start = early.head_start
+        if head_start is None:
+            return None
+        where = match(head_start.nodeids, plan.nodeids)
+        by_worker: dict[str, list[tuple[int, int]]] = {}
+        if plain:
+            for number, worker in enumerate(early.guessing[: len(head_start.batches)]):
+                pairs = [(g, i) for g in head_start.given(number) if (i := where[g]) is not None]
+                by_worker[worker] = pairs
+        kept = sum(len(pairs) for pairs in by_worker.values())
+        started = sum(len(head_start.given(n)) for n in range(len(head_start.batches)))
+        if not plain:
+            dropped = "; their results are dropped (this run shapes its workers by resources)"
+        elif kept < started:
+            dropped = f"; {started - kept} not collected this time"
+        else:
+            dropped = ""
+        self.terminal.line(
+            f"orchestrator: head start: {started} tests of the last run's collection "
+            f"started while collecting{dropped}"
+        )
+        return Given(count=len(head_start.nodeids), by_worker=by_worker)
 
     def _place(
         self,
@@ -546,12 +671,34 @@ class RaySession:
                 DurationStore(self.options.store_path).record(
                     {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}}
                 )
+                self._record_collection()
                 self._record_history()
             except (OSError, OrchestratorError) as exc:
                 self.terminal.line(
                     f"orchestrator: could not save durations to {self.options.store_path}: {exc}",
                     yellow=True,
                 )
+
+    def _record_collection(self) -> None:
+        """What this run collected, for the next run's head start."""
+        if not self._collected or not self._head_start_allowed():
+            return
+        root = self.config.rootpath
+        depends = [*test_files(self._collected), *_conftest_files(self.config)]
+        if self.config.inipath is not None:
+            depends.append(str(self.config.inipath))
+        pipelines = self.pipelines
+        held_back = {n for n, need in pipelines.need_of.items() if need != DEFAULT}
+        held_back.update(pipelines.metrics, pipelines.baselines)
+        CollectionStore(self.options.store_path).save(
+            self._collection_key(),
+            LastCollection(
+                nodeids=tuple(self._collected),
+                files=stamps(root, depends),
+                seconds=self._collect_seconds,
+                held_back=frozenset(held_back & set(self._collected)),
+            ),
+        )
 
     def _record_history(self) -> None:
         """This run's outcomes and metrics, for trends, flake rates and metric baselines."""
@@ -594,9 +741,8 @@ class RaySession:
             return
         wall = self._t_loop_end - self._t0
         slowest = sorted(self.durations.items(), key=lambda kv: -kv[1])[:SLOWEST_SHOWN]
-        startup = (
-            self.stats.first_test_at - self._t0 if self.stats.first_test_at is not None else None
-        )
+        first = self.stats.first_test_at
+        startup = first - self._t_collected if first is not None else None
         terminalreporter.write_sep("=", "orchestrator summary")
         for line in summary_lines(
             where=self.where,
@@ -665,3 +811,13 @@ def _terminate_as_interrupt() -> Any:
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return None
+
+
+def _conftest_files(config: pytest.Config) -> list[str]:
+    """The conftest.py files pytest loaded (they can change what is collected)."""
+    files = []
+    for plugin in config.pluginmanager.get_plugins():
+        path = getattr(plugin, "__file__", None) if isinstance(plugin, types.ModuleType) else None
+        if path and os.path.basename(path) == "conftest.py":
+            files.append(path)
+    return sorted(files)
