@@ -91,8 +91,10 @@ FOOTNOTES = """\
 - *speed-up*: the other runner's wall / this runner's wall; above 1 is faster.
 - *outcomes*: each test's outcome (JUnit) compared with serial pytest's.
 - *orchestrator cold*: an empty duration store; *warm*: the store the cold run left (or,
-  without a cold run, the serial run's durations imported); *running cluster*: a Ray cluster
-  started before the command, as `orchestrator up` starts one (with its warm worker relays),
+  without a cold run, the serial run's durations imported, then one unmeasured run of the
+  runner's own command); a warm run takes a head start from the collection the run before
+  it recorded, unless it says *no head start*; *running cluster*: a Ray cluster started
+  before the command, as `orchestrator up` starts one (with its warm worker relays),
   instead of one started and stopped by it.
 """
 

@@ -78,7 +78,8 @@ def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
     ctx.store.parent.mkdir(parents=True, exist_ok=True)
     if runner.store is not Store.WARM or ctx.store.exists():
         return
-    # Warm without a cold run before it: start from the serial run's durations.
+    # Warm means a run before this one: seeded with the serial run's durations, it
+    # leaves its own durations and what it collected (the next run's head start).
     subprocess.run(
         [
             sys.executable,
@@ -94,6 +95,13 @@ def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
         capture_output=True,
         timeout=timeout,
         check=True,
+    )
+    _log(f"  {runner.key}: a run to warm the store, unmeasured")
+    warm = replace(ctx, run_dir=ctx.run_dir.with_name(f"{runner.key}-warm-up"))
+    commands, junits = runner.commands(warm)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run_concurrently(
+        commands, cwd=ctx.target.cwd, env=env, run_dir=warm.run_dir, junits=junits, timeout=timeout
     )
 
 

@@ -112,6 +112,10 @@ def _orchestrator_collect_all(ctx: Context) -> list[list[str]]:
     return [[*args, "--ray-collect=all"] for args in _orchestrator(ctx)]
 
 
+def _orchestrator_no_head_start(ctx: Context) -> list[list[str]]:
+    return [[*args, "--ray-head-start=off"] for args in _orchestrator(ctx)]
+
+
 SERIAL = Runner("serial", "serial pytest", parallel=False, processes=_serial)
 
 RUNNERS: tuple[Runner, ...] = (
@@ -135,6 +139,14 @@ RUNNERS: tuple[Runner, ...] = (
         "orchestrator warm, {w} workers, running cluster, workers collect everything first",
         True,
         _orchestrator_collect_all,
+        Store.WARM,
+        cluster=True,
+    ),
+    Runner(
+        "orchestrator-no-head-start",
+        "orchestrator warm, {w} workers, running cluster, no head start",
+        True,
+        _orchestrator_no_head_start,
         Store.WARM,
         cluster=True,
     ),
