@@ -118,12 +118,15 @@ class RaySession:
         #: Seconds the controller spent collecting, and the node ids it collected.
         self._collect_seconds = 0.0
         self._collected: list[str] = []
+        self._key: str | None = None
 
     # -- the run ---------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
         """Connect to Ray and start the workers before collecting: they collect the suite
         while the controller does, instead of after it."""
+        if self._head_start_allowed():
+            self._collection_key()  # before collection changes anything
         if not session.config.option.collectonly:
             try:
                 self._early = self._launch()
@@ -206,10 +209,17 @@ class RaySession:
         )
 
     def _collection_key(self) -> str:
-        config = self.config
-        return collection_key(
-            vars(config.option), [str(a) for a in config.args], self._cwd(), str(config.rootpath)
-        )
+        """Taken once, before collection: conftest files may change options while they
+        collect (scikit-learn's do), and the key must be the one the next run looks up."""
+        if self._key is None:
+            config = self.config
+            self._key = collection_key(
+                vars(config.option),
+                [str(a) for a in config.args],
+                self._cwd(),
+                str(config.rootpath),
+            )
+        return self._key
 
     def _head_start(self, count: int, info: ClusterInfo) -> HeadStart | None:
         """The early workers' first batches, from what the last run with these arguments
