@@ -262,7 +262,14 @@ class Controller:
         assert self.head_start is not None
         self._offset[worker] = self.head_start.count
         self.executor.send(worker, [{**tests, "t": "more"}])
-        pairs = self.head_start.by_worker.get(worker, ())
+        # Only tests of the classes this worker serves (in a run with shaped workers, the
+        # early ones are ordinary: a guess that needs more than they have runs elsewhere).
+        classes = set(self.scheduler.serves(worker))
+        pairs = [
+            (guess, index)
+            for guess, index in self.head_start.by_worker.get(worker, ())
+            if self.plan.class_of(index) in classes
+        ]
         given = set(self.scheduler.give(worker, [index for _, index in pairs]))
         if given:
             self._guessed[worker] = {guess: index for guess, index in pairs if index in given}

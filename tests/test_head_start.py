@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -403,3 +404,29 @@ def test_a_worker_crashing_in_its_head_start_loses_nothing(
     result.stdout.fnmatch_lines(
         ["worker gw* crashed while running test_crash.py::test_exits (exit code 13)"]
     )
+
+
+@pytest.mark.ray_cluster
+def test_a_run_with_shaped_workers_keeps_the_ordinary_guesses(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(
+        test_mixed="""
+        import os, pytest
+        @pytest.mark.resources(cpus=2)
+        def test_big():
+            pass
+        @pytest.mark.parametrize("i", range(20))
+        def test_small(i):
+            pass
+        """
+    )
+    args = ("--ray", "--ray-workers", "2", "-v")
+    first = pytester.runpytest_subprocess(*args, timeout=240)
+    first.assert_outcomes(passed=21)
+    second = pytester.runpytest_subprocess(*args, timeout=240)
+    # The test that needs two CPUs is never guessed; the others are kept.
+    second.stdout.fnmatch_lines([HEAD_START_LINE])
+    assert "not collected this time" not in second.stdout.str()
+    second.assert_outcomes(passed=21)
+    assert len(re.findall(r"test_small\[\d+\] PASSED", second.stdout.str())) == 20

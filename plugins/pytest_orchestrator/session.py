@@ -345,7 +345,7 @@ class RaySession:
                 classes = [distinct.index(n) for n in needs]
             plan = make_plan([item.nodeid for item in self.items], history, classes)
             workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
-            given = self._take_over(early, plan, plain=not shapes)
+            given = self._take_over(early, plan)
             self.plan = plan
             self.pipelines.baselines = self._baselines(plan)
             self.where, self.workers = info.description, workers
@@ -401,26 +401,19 @@ class RaySession:
             # frames have no line numbers and break pytest's report of the interruption.
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
 
-    def _take_over(self, early: _EarlyStart, plan: Plan, *, plain: bool) -> Given | None:
-        """What the controller keeps of the head start: the guesses it collected too
-        (none when some workers are shaped for resources: the guesses were not)."""
+    def _take_over(self, early: _EarlyStart, plan: Plan) -> Given | None:
+        """What the controller keeps of the head start: the guesses it collected too."""
         head_start = early.head_start
         if head_start is None:
             return None
         where = match(head_start.nodeids, plan.nodeids)
         by_worker: dict[str, list[tuple[int, int]]] = {}
-        if plain:
-            for number, worker in enumerate(early.guessing[: len(head_start.batches)]):
-                pairs = [(g, i) for g in head_start.given(number) if (i := where[g]) is not None]
-                by_worker[worker] = pairs
+        for number, worker in enumerate(early.guessing[: len(head_start.batches)]):
+            pairs = [(g, i) for g in head_start.given(number) if (i := where[g]) is not None]
+            by_worker[worker] = pairs
         kept = sum(len(pairs) for pairs in by_worker.values())
         started = sum(len(head_start.given(n)) for n in range(len(head_start.batches)))
-        if not plain:
-            dropped = "; their results are dropped (this run shapes its workers by resources)"
-        elif kept < started:
-            dropped = f"; {started - kept} not collected this time"
-        else:
-            dropped = ""
+        dropped = f"; {started - kept} not collected this time" if kept < started else ""
         self.terminal.line(
             f"orchestrator: head start: {started} tests of the last run's collection "
             f"started while collecting{dropped}"
