@@ -24,6 +24,7 @@ from orchestrator.errors import ClusterError
 from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
 from orchestrator.process import Spare, WorkerProcess
 from orchestrator.protocol import Message
+from orchestrator.run_identity import Identity, alive, identity
 from orchestrator.shipping import Shipment, is_loopback, portable_env
 
 #: Accelerator variables Ray sets in an actor; they win over the controller's values.
@@ -39,7 +40,7 @@ POOL_NAMESPACE = "orchestrator-pool"
 POOL_NAME = "relay-{}"
 #: Bumped whenever the relay's methods or the worker protocol change: a run does not lease
 #: relays started by another version of this code.
-POOL_VERSION = "1"
+POOL_VERSION = "2"
 #: Seconds a relay waits to find out whether the run holding it is still alive.
 LEASE_CHECK_TIMEOUT = 5.0
 #: How often an idle-looking relay checks that the run holding it is alive.
@@ -63,7 +64,7 @@ class WorkerActor:
         python: str = "",
     ) -> None:
         self._proc: WorkerProcess | None = None
-        self._holder: list[Any] | None = None
+        self._holder: Identity | list[Any] | None = None
         #: A warm relay's worker process started ahead of the next run (Python up,
         #: pytest imported), which that run's worker adopts instead of starting one.
         self._spare: Spare | None = None
@@ -113,11 +114,13 @@ class WorkerActor:
             self._proc.close(grace=grace)
             self._proc = None
 
-    def lease(self, holder: list[Any], version: str) -> bool:
-        """Take this relay for the run that owns ``holder[0]`` (an object it put).
+    def lease(self, holder: Identity | list[Any], version: str) -> bool:
+        """Take this relay for the run ``holder`` names: its process (see
+        :mod:`orchestrator.run_identity`), or, where ``/proc`` cannot tell, ``[ref]``, an
+        object the run put (its owner's death says the run's).
 
-        Refused while another run holds it, unless that run died (its object's owner is
-        gone): then its worker process is stopped and the relay is taken over.
+        Refused while another run holds it, unless that run died: then its worker process
+        is stopped and the relay is taken over.
         """
         if version != POOL_VERSION:
             return False
@@ -139,7 +142,9 @@ class WorkerActor:
                 self._spare = Spare()
 
     @staticmethod
-    def _holder_alive(holder: list[Any]) -> bool:
+    def _holder_alive(holder: Identity | list[Any]) -> bool:
+        if isinstance(holder, dict):
+            return alive(holder)
         import ray
 
         try:
@@ -385,7 +390,10 @@ class RayExecutor:
             return []  # relays run in the daemon's job, without the shipped files
         ray = self._ray
         if self._lease_token is None:
-            self._lease_token = ray.put(os.getpid())
+            # The run's process, which the relays can check without holding anything of
+            # this run's; an object lent to them would hold ray.shutdown() a quarter of a
+            # second at the end of the run. Where /proc cannot tell, that object.
+            self._lease_token = identity() or [ray.put(os.getpid())]
         leased: list[Any] = []
         index = 0
         while len(leased) < wanted:
@@ -401,7 +409,7 @@ class RayExecutor:
             if not candidates:
                 break
             answers = ray.get(
-                [c.lease.remote([self._lease_token], POOL_VERSION) for c in candidates],
+                [c.lease.remote(self._lease_token, POOL_VERSION) for c in candidates],
                 timeout=LEASE_CHECK_TIMEOUT * 2,
             )
             leased.extend(c for c, ok in zip(candidates, answers, strict=True) if ok)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator.ray_executor import DRIVER_SETTINGS, WorkerActor, _driver_settings
+from orchestrator import run_identity
+from orchestrator.ray_executor import DRIVER_SETTINGS, POOL_VERSION, WorkerActor, _driver_settings
+from orchestrator.run_identity import alive, identity
+
+needs_proc = pytest.mark.skipif(identity() is None, reason="needs /proc")
 
 
 @pytest.mark.parametrize("key", sorted(DRIVER_SETTINGS))
@@ -44,3 +49,47 @@ def test_a_released_relay_has_the_next_worker_process_ready_at_once(tmp_path: Pa
     started.proc.kill()
     started.proc.wait()
     relay._spare = spare  # emptied: the relay's watcher makes no other for this session
+
+
+@needs_proc
+def test_a_run_is_named_by_its_process() -> None:
+    me = identity()
+    assert me is not None and me["pid"] == os.getpid() and alive(me)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        name = {**me, "pid": child.pid, "started": run_identity._start_ticks(child.pid)}
+        assert alive(name)
+        # The same pid started at another moment is another process.
+        assert not alive({**name, "started": int(name["started"]) - 1})
+    finally:
+        child.kill()
+        child.wait()
+    assert not alive(name)  # gone
+
+
+@needs_proc
+def test_a_process_of_another_pid_namespace_counts_as_alive() -> None:
+    me = identity()
+    assert me is not None
+    assert alive({**me, "pid": 2**22 + 17, "pidns": -1})  # cannot tell: never taken from it
+
+
+@needs_proc
+def test_a_relay_is_taken_over_only_from_a_run_that_died() -> None:
+    relay = WorkerActor()  # a warm relay, as `orchestrator up` keeps them
+    try:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        me = identity()
+        assert me is not None
+        run = {**me, "pid": child.pid, "started": run_identity._start_ticks(child.pid)}
+        assert relay.lease(run, POOL_VERSION)
+        assert not relay.lease(me, POOL_VERSION)  # held by a live run
+        child.kill()
+        child.wait()
+        assert relay.lease(me, POOL_VERSION)  # that run died: taken over
+        assert not relay.lease(me, "0")  # another version of this code
+    finally:
+        relay.release(grace=0.0)
+        spare = relay._spare
+        if spare is not None:
+            spare.close()
