@@ -100,8 +100,7 @@ class WorkerPlugin:
         self.guessed: int = int(init.get("guessed", 0)) if self.wanted is not None else 0
         #: Guessed tests not found when their file was collected.
         self._gone: set[int] = set()
-        #: Collected tests by node id, for the controller's tests that arrive later.
-        self._found: dict[str, pytest.Item] = {}
+        self.session: pytest.Session | None = None
         self.items: list[pytest.Item | None] = []
         self.pending: deque[int] = deque()
         self.finishing = False
@@ -189,9 +188,8 @@ class WorkerPlugin:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._deferring = False
         wanted = self.wanted if self.wanted is not None else self._receive_tests()
+        self.session = session
         by_id = _by_nodeid(session.items)
-        if self.guessed:
-            self._found = {item.nodeid: item for item in session.items}
         missing = self._place(wanted, 0, by_id)
         del by_id
         # What collection built lives as long as the session: keep the cyclic garbage
@@ -225,13 +223,14 @@ class WorkerPlugin:
 
     def _more(self, message: Message) -> None:
         """The controller's tests, after a head start's guesses: numbered after them."""
-        assert self.wanted is not None and self.config is not None
+        assert self.wanted is not None and self.config is not None and self.session is not None
         nodeids = list(message["nodeids"])
         start = len(self.wanted)
         self.wanted.extend(nodeids)
         self.config.workerinput.update(message.get("workerinput") or {})  # type: ignore[attr-defined]
-        found = {n: deque([item]) for n in set(nodeids) if (item := self._found.get(n))}
-        missing = self._place(nodeids, start, found)
+        # What is collected so far (files collected for guesses included); the rest waits
+        # for its file.
+        missing = self._place(nodeids, start, _by_nodeid(self.session.items))
         if missing:
             self._stop_missing(missing)
 
@@ -264,8 +263,6 @@ class WorkerPlugin:
         self.channel.send({"t": "collected"})
         session.items.extend(found)
         gc.freeze()
-        if self.guessed:
-            self._found.update((item.nodeid, item) for item in found)
         by_id = _by_nodeid(found)
         missing: list[str] = []
         gone: list[int] = []
