@@ -149,7 +149,7 @@ def stamps(root: Path, paths: Iterable[str]) -> dict[str, Stamp]:
     return {path: stamp(root / path) for path in paths}
 
 
-def test_files(nodeids: Iterable[str]) -> list[str]:
+def files_of(nodeids: Iterable[str]) -> list[str]:
     """The distinct files of ``nodeids``, in first-seen order."""
     return list(dict.fromkeys(file_of(n) for n in nodeids))
 

@@ -41,10 +41,10 @@ from orchestrator.head_start import (
     HeadStart,
     LastCollection,
     collection_key,
+    files_of,
     match,
     plan_head_start,
     stamps,
-    test_files,
     unchanged,
 )
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
@@ -345,7 +345,7 @@ class RaySession:
                 classes = [distinct.index(n) for n in needs]
             plan = make_plan([item.nodeid for item in self.items], history, classes)
             workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
-            given = self._take_over(early, plan)
+            given = self._guesses_kept(early, plan)
             self.plan = plan
             self.pipelines.baselines = self._baselines(plan)
             self.where, self.workers = info.description, workers
@@ -401,7 +401,7 @@ class RaySession:
             # frames have no line numbers and break pytest's report of the interruption.
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
 
-    def _take_over(self, early: _EarlyStart, plan: Plan) -> Given | None:
+    def _guesses_kept(self, early: _EarlyStart, plan: Plan) -> Given | None:
         """What the controller keeps of the head start: the guesses it collected too."""
         head_start = early.head_start
         if head_start is None:
@@ -687,7 +687,7 @@ class RaySession:
         if not self._collected or not self._head_start_allowed():
             return
         root = self.config.rootpath
-        depends = [*test_files(self._collected), *_conftest_files(self.config)]
+        depends = [*files_of(self._collected), *_conftest_files(self.config)]
         if self.config.inipath is not None:
             depends.append(str(self.config.inipath))
         pipelines = self.pipelines
