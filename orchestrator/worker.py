@@ -524,11 +524,17 @@ def adopt(cwd: str, env: Mapping[str, str]) -> None:
     importlib.invalidate_caches()
 
 
-#: What ``pytest_orchestrator.plugin`` imports from this package. The plugin itself is left
-#: to pytest, which rewrites its assertions and would warn about a module imported before.
+#: What the modules of ``pytest_orchestrator`` that every session loads import from this
+#: package. The plugin itself is left to pytest, which rewrites its assertions and would
+#: warn about a module imported before.
 PRELOADED = (
     "orchestrator.config",
+    "orchestrator.junit_kinds",
     "orchestrator.kinds",
+    "orchestrator.metrics",
+    "orchestrator.planner",
+    "orchestrator.progress",
+    "orchestrator.resources",
     "orchestrator.retry",
     "orchestrator.settings",
     "orchestrator.sharding",
