@@ -1,4 +1,4 @@
-"""What the Ray executor does around Ray itself, without a cluster."""
+"""What the Ray executor does around Ray itself, apart from the test session's cluster."""
 
 from __future__ import annotations
 
@@ -93,3 +93,28 @@ def test_a_relay_is_taken_over_only_from_a_run_that_died() -> None:
         spare = relay._spare
         if spare is not None:
             spare.close()
+
+
+def test_an_instance_started_here_stops_its_monitor_first() -> None:
+    """Ray's shutdown stops an instance's monitor after its GCS and waits a second for it;
+    it is stopped first instead (a subprocess: the test session keeps its own Ray
+    connection)."""
+    code = (
+        "import os, logging, ray\n"
+        "os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'\n"
+        "from orchestrator.ray_executor import stop_monitor_first\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False,\n"
+        "         logging_level=logging.ERROR, log_to_driver=False)\n"
+        "node = ray._private.worker._global_node\n"
+        "monitor = node.all_processes['monitor'][0].process\n"
+        "stopped = stop_monitor_first(ray)\n"
+        "print('RESULT', stopped, monitor.poll() is not None, stop_monitor_first(ray))\n"
+        "ray.shutdown()\n"
+    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("RESULT", 1)[1].split() == ["True", "True", "False"]
