@@ -440,7 +440,7 @@ def test_preload_covers_what_a_session_loads_from_the_package(tmp_path: Path) ->
         "before = set(sys.modules); "
         f"pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', {str(tmp_path)!r}]); "
         "print('LOADED', *sorted(m for m in set(sys.modules) - before "
-        "if m.startswith('orchestrator')))"
+        "if m.startswith('orchestrator.')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
