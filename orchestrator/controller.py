@@ -59,12 +59,15 @@ def worker_init(
 PHASES = ("setup", "call", "teardown")
 #: Seconds a replacement worker may take to be placed by Ray and to collect the suite.
 REPLACEMENT_TIMEOUT = 120.0
+#: pytest's exit codes that say its session could not run as asked.
+SESSION_ERRORS = {2: "interrupted", 3: "internal error", 4: "usage error"}
 
 
-def _plain(when: str, timings: Sequence[float]) -> Message:
-    """The report data of a phase that passed plainly, from its (duration, start, stop)."""
-    duration, start, stop = timings
-    return {
+def _plain(when: str, timings: Sequence[Any]) -> Message:
+    """The report data of a phase that passed plainly, from its (duration, start, stop)
+    and, when plugins added attributes with plain values, those."""
+    duration, start, stop, *extras = timings
+    data: Message = {
         "$plain": True,
         "outcome": "passed",
         "when": when,
@@ -72,6 +75,9 @@ def _plain(when: str, timings: Sequence[float]) -> Message:
         "start": start,
         "stop": stop,
     }
+    if extras:
+        data["extras"] = extras[0]
+    return data
 
 
 class Listener(Protocol):
@@ -85,6 +91,21 @@ class Listener(Protocol):
 
     def should_stop(self) -> bool:
         """True once the run must stop handing out tests (``-x``, ``--maxfail``)."""
+
+    def worker_starting(self, init: Message) -> None:
+        """A worker is about to start: add to its ``init`` (``workerinput``, ``live``)."""
+
+    def worker_ready(self, worker: str) -> None:
+        """A worker collected the suite and can take tests."""
+
+    def worker_down(self, worker: str, error: str | None, bye: Message | None) -> None:
+        """A worker ended: by itself (``bye`` holds its output), or not (``error``)."""
+
+    def worker_output(self, worker: str, text: str) -> None:
+        """A line a worker printed (with ``-s``)."""
+
+    def worker_log(self, worker: str, message: Message) -> None:
+        """A live log record of a worker (with ``log_cli``)."""
 
 
 class State(enum.Enum):
@@ -187,6 +208,11 @@ class Controller:
         #: plan's tests starts after them), and the plan's index of each guess it runs.
         self._offset: dict[str, int] = {}
         self._guessed: dict[str, dict[int, int]] = {}
+        #: Workers whose pytest session ended in error (their ``bye``), waiting for the
+        #: end of the process, which brings their last output.
+        self._farewell: dict[str, Message] = {}
+        #: The last worker lost and how, with its last output, for the give-up message.
+        self._last_loss = ""
 
     # -- workers ---------------------------------------------------------------------
     def _start(
@@ -207,16 +233,16 @@ class Controller:
             else:
                 worker = f"gw{self._next_id}"
                 self._next_id += 1
-                inits.append(
-                    worker_init(
-                        worker,
-                        args=self.args,
-                        workercount=self.target,
-                        testrunuid=self.testrunuid,
-                        basetemp=self.basetemp,
-                        shape=shape,
-                    )
+                init = worker_init(
+                    worker,
+                    args=self.args,
+                    workercount=self.target,
+                    testrunuid=self.testrunuid,
+                    basetemp=self.basetemp,
+                    shape=shape,
                 )
+                self.listener.worker_starting(init)
+                inits.append(init)
                 started.append(worker)
             self.states[worker] = State.STARTING
             self._shape_of[worker] = shape
@@ -286,8 +312,11 @@ class Controller:
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]
 
-    def _retire(self, worker: str) -> None:
-        """Forget a worker that ended, one way or another."""
+    def _retire(self, worker: str, error: str | None = None, bye: Message | None = None) -> None:
+        """Forget a worker that ended, one way or another, and tell the listener (a
+        worker closed before it ran anything, as not needed, is not reported)."""
+        if self.states.get(worker) is not State.DONE:
+            self.listener.worker_down(worker, error, bye)
         self.states[worker] = State.DONE
         self._parked.discard(worker)
         self._waiting.discard(worker)
@@ -304,7 +333,7 @@ class Controller:
             if self.states.get(worker) is not State.STARTING:
                 self._placing.pop(worker, None)
             elif idle or now - since > REPLACEMENT_TIMEOUT:
-                self._retire(worker)
+                self._retire(worker, "not placed" if idle else "not placed in time")
                 self.scheduler.worker_lost(worker)
                 if not idle:
                     limit = f"{REPLACEMENT_TIMEOUT:g}"
@@ -346,7 +375,7 @@ class Controller:
             # Only possible when every worker able to run some tests was lost for good.
             self._give_up(
                 "not run: every worker able to run this test was lost and the replacement "
-                "limit was reached; see the errors above"
+                f"limit was reached; the last one lost: {self._last_loss or 'none'}"
             )
 
     def _stop(self) -> None:
@@ -360,13 +389,19 @@ class Controller:
 
     def _event(self, worker: str, event: Message) -> None:
         kind = event["t"]
-        if self._offset and kind in ("report", "pass", "ok"):
+        if self._offset and kind in ("report", "pass", "ok", "end"):
             index = self._index(worker, event["i"])
             if index is None:
                 return  # a guessed test this run did not collect: its result is dropped
             event["i"] = index
         if kind == "report":
             self._report(worker, event)
+        elif kind == "end":  # the test's reports (any number, or none) are complete
+            self._test_done(worker, event["i"], self._partial.pop(event["i"], []))
+        elif kind == "out":
+            self.listener.worker_output(worker, event["s"])
+        elif kind == "log":
+            self.listener.worker_log(worker, event)
         elif kind == "pass":  # three plain passed phases, timings only
             setup, call, teardown = (
                 _plain(when, timings) for when, timings in zip(PHASES, event["p"], strict=True)
@@ -403,11 +438,18 @@ class Controller:
                 raise CollectionMismatch(_mismatch_message(worker, event))
             self.states[worker] = State.READY
             self._ever_ready = True
+            self.listener.worker_ready(worker)
         elif kind == "bye":
-            self._done(worker)
+            if self.states[worker] is State.STARTING or event.get("code") in SESSION_ERRORS:
+                self._farewell[worker] = event  # its output comes with the process's end
+            else:
+                self._done(worker, event)
         elif kind == "exit":
+            bye = self._farewell.pop(worker, None)
             if self.states[worker] is State.STARTING:
-                self._failed_start(worker, event)
+                self._failed_start(worker, event, bye)
+            elif bye is not None:
+                self._done(worker, bye, event.get("log"))
             elif worker in self._killing:
                 index, limit = self._killing.pop(worker)
                 self._lost(
@@ -475,10 +517,7 @@ class Controller:
     def _report(self, worker: str, event: Message) -> None:
         if self.stats.first_test_at is None:
             self.stats.first_test_at = time.time()
-        index, data = event["i"], event["r"]
-        self._partial.setdefault(index, []).append((data, event.get("text")))
-        if data.get("when") == "teardown":
-            self._test_done(worker, index, self._partial.pop(index))
+        self._partial.setdefault(event["i"], []).append((event["r"], event.get("text")))
 
     def _test_done(self, worker: str, index: int, parts: list[tuple[Message, str | None]]) -> None:
         """All phases of test ``index`` arrived from ``worker``: (report data, text) each."""
@@ -528,23 +567,45 @@ class Controller:
                 self._killing[worker] = (index, limit)
                 self.executor.send(worker, [{"t": "kill"}])
 
-    def _done(self, worker: str) -> None:
-        self._retire(worker)
+    def _done(self, worker: str, bye: Message, log: str | None = None) -> None:
+        """A worker's pytest session ended (``log``: its last output, when it ended in
+        error)."""
+        code = bye.get("code")
+        error = None
+        if code in SESSION_ERRORS:
+            error = f"its pytest session ended with exit code {code} ({SESSION_ERRORS[code]})"
+            self.stats.lost.append(f"{worker} ({error})")
+            self._last_loss = f"{worker}: {error}" + _output_of(worker, log)
+        self._retire(worker, error, bye)
         for index in self.scheduler.release(worker):
             if not self.scheduler.stopped:
                 message = f"worker {worker} ended without running {self.plan.nodeids[index]}"
+                if error:
+                    message += f": {error}{_output_of(worker, log)}"
                 self._conclude(index, self._lost_attempt(worker, index, message, "crash"))
 
-    def _failed_start(self, worker: str, event: Message) -> None:
+    def _failed_start(self, worker: str, event: Message, bye: Message | None) -> None:
+        """A worker ended before it collected the tests. When its own pytest session
+        ended it (a plugin or conftest.py failed there, an import failed, ...), every
+        worker would fail alike: the run stops, with that worker's output."""
         shape = self._shape_of.get(worker)
-        self._retire(worker)
-        self.scheduler.worker_lost(worker)
-        if not self._ever_ready and not self._live():
+        code = bye.get("code") if bye is not None else None
+        if code is not None:
+            how = f"its pytest session ended with exit code {code}"
+            how += f" ({SESSION_ERRORS[code]})" if code in SESSION_ERRORS else ""
+        else:
+            how = event["how"]
+        output = _output_of(worker, event.get("log"))
+        by_itself = code is not None or event.get("code", 0) > 0
+        if by_itself or (not self._ever_ready and len(self._live()) == 1):
+            # The run ends here, with this error alone (not also as a lost worker).
             raise OrchestratorError(
-                f"worker {worker} exited before it collected the tests ({event['how']}); "
-                f"its output ends with:\n{event.get('log', '')}"
+                f"worker {worker} could not start: {how} before it collected the tests.{output}"
             )
-        self.stats.lost.append(f"{worker} (during start-up, {event['how']})")
+        self._retire(worker, f"ended before it collected the tests ({how}).{output}", bye)
+        self.scheduler.worker_lost(worker)
+        self.stats.lost.append(f"{worker} (during start-up, {how})")
+        self._last_loss = f"{worker} during start-up ({how}).{output}"
         self._keep_capacity(shape)
 
     def _lost_attempt(self, worker: str, index: int, message: str, cause: str) -> Attempt:
@@ -562,10 +623,11 @@ class Controller:
     ) -> None:
         """A worker died: its running test gets an error or a retry, its queue goes back."""
         shape = self._shape_of.get(worker)
-        self._retire(worker)
+        self._retire(worker, what)
         running, _requeued = self.scheduler.worker_lost(worker)
         how = f" ({event['how']})" if event and cause == "crash" else ""
         self.stats.lost.append(f"{worker}{' (timeout)' if cause == 'timeout' else how}")
+        self._last_loss = what + _output_of(worker, event.get("log") if event else None)
         if running is not None:
             nodeid = self.plan.nodeids[running]
             message = what if cause == "timeout" else f"{what} while running {nodeid}{how}"
@@ -585,7 +647,8 @@ class Controller:
         elif not self._live():
             self._give_up(
                 f"not run: {self._replacements} replacement workers died too "
-                "(the limit); every worker of this run was lost, see the errors above"
+                f"(the limit); every worker of this run was lost, the last one: "
+                f"{self._last_loss}"
             )
 
     def _give_up(self, message: str) -> None:
@@ -596,6 +659,13 @@ class Controller:
                 self._final(index, earlier[-1], earlier[:-1])
             else:
                 self._final(index, Attempt("", (), lost=message, cause="not run"), [])
+
+
+def _output_of(worker: str, log: str | None) -> str:
+    """A worker's last output, to append to a message about it."""
+    if not log or not log.strip():
+        return f" {worker} printed nothing."
+    return f"\nThe output of {worker} ends with:\n{log.rstrip()}"
 
 
 def _mismatch_message(worker: str, event: Message) -> str:

@@ -103,6 +103,8 @@ OUTPUT_OPTIONS = frozenset(
         "no_summary",
         "pastebin",
         "quiet",
+        # pytest-randomly's seed orders the tests; it does not choose them.
+        "randomly_seed",
         "report_html",
         "report_json",
         "reportchars",
@@ -116,10 +118,13 @@ OUTPUT_OPTIONS = frozenset(
         "usepdb_cls",
         "verbose",
         "xmlpath",
+        "htmlpath",  # pytest-html's
+        "timeout",  # pytest-timeout's
     )
 )
-#: Prefixes of option names that cannot change what is collected (ours, logging's).
-OUTPUT_PREFIXES = ("ray", "log_")
+#: Prefixes of option names that cannot change what is collected (ours, logging's,
+#: pytest-cov's, pytest-rerunfailures').
+OUTPUT_PREFIXES = ("ray", "log_", "cov_", "reruns")
 
 
 def collection_key(

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from orchestrator.protocol import FDS_ENV, Message, encode
+from orchestrator.protocol import FDS_ENV, LIVE_START, Message, encode
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25
@@ -137,6 +137,12 @@ class EventQueue:
             if blocking:
                 return chunk, False
 
+    def put(self, line: bytes) -> None:
+        """Add a line the owner made itself (a line of the worker's output)."""
+        with self._cond:
+            self._lines.append(line)
+            self._cond.notify_all()
+
     def readline(self, timeout: float) -> bytes | None:
         """The next line, waiting up to ``timeout``; None on timeout or at the end."""
         deadline = time.monotonic() + timeout
@@ -194,11 +200,61 @@ def _same_interpreter(a: str, b: str) -> bool:
         return False
 
 
+class OutputPump:
+    """With ``-s``: the worker's output, copied to its log and passed on line by line as
+    ``out`` events, as it comes (from :data:`LIVE_START` on). Read here, in the owner,
+    so that nothing is lost when the worker dies (its last words explain a crash)."""
+
+    def __init__(self, fd: int, log: int, events: EventQueue, name: str) -> None:
+        self.fd = fd
+        self.log = os.dup(log)  # its own: the worker's may be closed before the pipe ends
+        self.events = events
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        partial = b""
+        started = False
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if chunk:
+                with contextlib.suppress(OSError):
+                    os.write(self.log, chunk.replace(LIVE_START + b"\n", b""))
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop() if chunk else b""
+            if not chunk and lines and lines[-1] == b"":
+                lines.pop()
+            for line in lines:
+                if not started:
+                    started = line.endswith(LIVE_START)
+                    continue
+                text = line.decode("utf-8", errors="replace").rstrip("\r")
+                self.events.put(encode({"t": "out", "s": text}))
+            if not chunk:
+                for fd in (self.fd, self.log):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                return
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class _Started:
     """A ``python -m orchestrator.worker`` child and the ends of its pipes."""
 
     def __init__(
-        self, cwd: str, env: Mapping[str, str], python: str, name: str, *, spare: bool = False
+        self,
+        cwd: str,
+        env: Mapping[str, str],
+        python: str,
+        name: str,
+        *,
+        spare: bool = False,
+        live: bool = False,
     ) -> None:
         cmd_read, cmd_write = os.pipe()
         evt_read, evt_write = os.pipe()
@@ -211,26 +267,33 @@ class _Started:
         self.log = os.dup(log_fd)
         child_env = dict(env)
         child_env[FDS_ENV] = f"{cmd_read},{evt_write},{wake_write}"
+        out_read, out_write = os.pipe() if live else (-1, log_fd)
         try:
             self.proc = subprocess.Popen(
                 [python, "-m", "orchestrator.worker"],
                 cwd=cwd,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
+                stdout=out_write,
+                stderr=out_write,
                 pass_fds=(cmd_read, evt_write, wake_write),
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (cmd_write, evt_read, wake_read, self.log):
-                os.close(fd)
+            for fd in (cmd_write, evt_read, wake_read, self.log, out_read):
+                if fd >= 0:
+                    os.close(fd)
             raise
         finally:
-            for fd in (cmd_read, evt_write, wake_write, log_fd):
+            for fd in {cmd_read, evt_write, wake_write, log_fd, out_write}:
                 os.close(fd)
         self.commands = os.fdopen(cmd_write, "wb")
         self.events = EventQueue(evt_read, f"orchestrator-{name}-events", wake_read, spare=spare)
+        self.output = (
+            OutputPump(out_read, self.log, self.events, f"orchestrator-{name}-output")
+            if live
+            else None
+        )
 
     def kill(self) -> None:
         """Kill the worker and anything it started (its own process group)."""
@@ -308,13 +371,14 @@ class WorkerProcess:
         self.worker_id: str = init["worker"]
         child_env = worker_env(init, env)
         python = python or sys.executable
-        if spare is not None and spare.fits(child_env, python):
+        live = bool(init.get("live"))
+        if spare is not None and not live and spare.fits(child_env, python):
             started = spare.take()
             init = {**init, "adopt": {"cwd": cwd, "env": child_env}}
         else:
             if spare is not None:
                 spare.close()
-            started = _Started(cwd, child_env, python, self.worker_id)
+            started = _Started(cwd, child_env, python, self.worker_id, live=live)
         self._started = started
         self._proc = started.proc
         _match_priority(self._proc.pid, init.get("nice"))
@@ -346,6 +410,9 @@ class WorkerProcess:
         out: list[bytes | Message] = []
         if self.exit_event is not None:
             return out
+        if self._events.done and self._started.output is not None:
+            # The last lines it printed come before the news of its end.
+            self._started.output.join(2.0)
         line = self._events.readline(timeout)
         # Linger briefly for more: every exchange costs a round trip through Ray, and a
         # worker running tiny tests produces events faster than single ones could travel.

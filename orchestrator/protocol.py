@@ -4,21 +4,29 @@ Owner -> worker: ``init`` (once), then ``run`` (test indices, and ``a``: ask for
 a test starts with that many left after it), ``wait``, ``later`` (the answer to an
 early request: nothing now, ask again when out of work), ``finish`` or ``stop``.
 Worker -> owner: ``ready`` (after collection), ``report`` (one per test phase; ``ok``
-with timings only for a plain passed phase, ``pass`` for a test whose three phases all
-passed plainly), ``warning``, ``need`` (out of work, or about to be with ``ahead``),
-``bye`` (session over). A synthetic ``exit``
-event is added by the owner when the process ends, with its exit status.
+with timings only for a plain passed phase), ``end`` (the test's reports are complete),
+``pass`` (a whole test whose three phases, its only reports, passed plainly: no ``end``
+follows), ``warning``, ``log`` (a live log record, with ``log_cli``), ``need`` (out of
+work, or about to be with ``ahead``), ``bye`` (session over, with the worker's
+``config.workeroutput`` and what it ran on). The owner adds ``out`` (a line the worker
+printed, with ``-s``) and a synthetic ``exit`` event when the process ends, with its
+exit status and the end of its output.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import select
+import threading
 import time
 from typing import Any
 
+#: The line a worker prints (with ``-s``) once its session has started: what it printed
+#: before (pytest's header, warnings the controller shows too) is not passed on.
+LIVE_START = b"\x00orchestrator: live output\x00"
 #: Environment variable carrying the worker's "read,write,wake" pipe descriptors.
 FDS_ENV = "ORCHESTRATOR_WORKER_FDS"
 #: Longest a worker keeps reports of passed phases of the test it is running in its
@@ -32,6 +40,42 @@ Message = dict[str, Any]
 
 def encode(message: Message) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+#: How :func:`pack` marks bytes inside a JSON value.
+BYTES_KEY = "$bytes"
+
+
+def pack(value: Any) -> Any:
+    """A value plugins exchange with workers (``workerinput``, ``workeroutput``) as
+    JSON: bytes become ``{"$bytes": base64}``, tuples lists. Raises TypeError naming the
+    key of anything else JSON cannot carry."""
+    if isinstance(value, bytes):
+        return {BYTES_KEY: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            try:
+                out[str(key)] = pack(item)
+            except TypeError as exc:
+                raise TypeError(f"[{key!r}]{exc}") from None
+        return out
+    if isinstance(value, (list, tuple)):
+        return [pack(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f": {type(value).__name__} {value!r:.80}")
+
+
+def unpack(value: Any) -> Any:
+    """The inverse of :func:`pack`."""
+    if isinstance(value, dict):
+        if len(value) == 1 and BYTES_KEY in value:
+            return base64.b64decode(value[BYTES_KEY])
+        return {key: unpack(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unpack(item) for item in value]
+    return value
 
 
 def decode(line: bytes | str) -> Message:
@@ -105,6 +149,8 @@ class Channel:
         if wake_fd is not None:
             os.set_blocking(wake_fd, False)
         self._buffer = bytearray()
+        #: Log records and live output may be sent from other threads than the tests'.
+        self._lock = threading.Lock()
         #: Bytes written to the pipe since the owner was last woken.
         self._unwoken = 0
         self._flushed = time.monotonic()
@@ -122,16 +168,20 @@ class Channel:
         """Write one encoded message (a JSON object and a newline); with ``flush=False`` it
         may wait in the buffer until the next flushed message, :meth:`flush`, or
         :data:`FLUSH_SECONDS` (checked on each send), and the owner is not woken for it."""
-        self._buffer += line
-        if flush:
-            self._write(wake=True)
-        elif time.monotonic() - self._flushed > FLUSH_SECONDS or len(self._buffer) >= WAKE_BYTES:
-            self._write(wake=False)
+        with self._lock:
+            self._buffer += line
+            if flush:
+                self._write(wake=True)
+            elif (
+                time.monotonic() - self._flushed > FLUSH_SECONDS or len(self._buffer) >= WAKE_BYTES
+            ):
+                self._write(wake=False)
 
     def flush(self) -> None:
         """Put what is buffered into the pipe (where it outlives this process), without
         waking the owner."""
-        self._write(wake=False)
+        with self._lock:
+            self._write(wake=False)
 
     def _write(self, *, wake: bool) -> None:
         data = bytes(self._buffer)
@@ -159,7 +209,8 @@ class Channel:
     def receive(self) -> Message:
         """The next command, waiting for it (what was buffered is sent first)."""
         if not self._reader.has_line():
-            self._write(wake=True)
+            with self._lock:
+                self._write(wake=True)
         line = self._reader.readline()
         if line is None:
             raise EOFError("the orchestrator closed the command pipe")

@@ -29,6 +29,12 @@ class Attempt:
         return any(r.get("outcome") == "failed" and "wasxfail" not in r for r in self.reports)
 
     @property
+    def rerun_in_process(self) -> bool:
+        """pytest-rerunfailures ran this test on its worker (``--reruns``, the ``flaky``
+        marker): it marks every report with the attempt number ``rerun``."""
+        return any("rerun" in r for r in self.reports)
+
+    @property
     def error_text(self) -> str:
         """What went wrong, as text, for ``--retry-only`` and the reports of reruns."""
         if self.lost is not None:
@@ -63,8 +69,13 @@ class RetryPolicy:
         return self.per_test.get(index, self.retries)
 
     def should_retry(self, index: int, attempts_so_far: int, attempt: Attempt) -> bool:
-        """Run again after ``attempts_so_far`` attempts, the last of which is ``attempt``?"""
+        """Run again after ``attempts_so_far`` attempts, the last of which is ``attempt``?
+
+        A failure pytest-rerunfailures already reran on its worker is its verdict: only a
+        crash or a timeout of such a test (which it cannot rerun there) is retried."""
         if not attempt.failed or attempts_so_far > self.allowed(index):
+            return False
+        if attempt.lost is None and attempt.rerun_in_process:
             return False
         return self.only is None or bool(self.only.search(attempt.error_text))
 

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from orchestrator.gcpause import paused_gc
-from orchestrator.protocol import FDS_ENV, Channel, Message
+from orchestrator.live_log import forward_live_logs
+from orchestrator.protocol import FDS_ENV, LIVE_START, Channel, Message, pack, unpack
 
 #: The attributes of a TestReport that a plain passed phase has, and nothing else.
 PLAIN_FIELDS = frozenset(
@@ -116,6 +117,12 @@ class WorkerPlugin:
         #: The current test's plain passed phases not sent yet: (when, timings as JSON,
         #: location as JSON for the setup phase).
         self._held: list[tuple[str, str, str | None]] = []
+        #: Something of the current test was sent other than as one ``pass`` line: its
+        #: end is sent when its protocol returns (plugins such as pytest-rerunfailures
+        #: run a test's phases more than once, or not at all).
+        self._sent: bool = False
+        #: The current test went as one ``pass`` line, which says it ended.
+        self._passed: bool = False
         #: Test files found while collecting and left for later (see pytest_make_collect_report).
         self._deferring = False
         self._deferred: dict[str, pytest.Module] = {}
@@ -127,7 +134,8 @@ class WorkerPlugin:
 
     # -- set-up ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
-    def pytest_configure(self, config: pytest.Config) -> None:
+    def pytest_cmdline_main(self, config: pytest.Config) -> None:
+        """Before any plugin's pytest_configure, as on a pytest-xdist worker."""
         self.config = config
         # Plugins that write files or caches (junitxml, cacheprovider, stepwise, ...)
         # look for this attribute, as they do on pytest-xdist workers.
@@ -137,8 +145,14 @@ class WorkerPlugin:
             "testrunuid": self.init.get("testrunuid", ""),
             "mainargv": list(self.init.get("args", [])),
         }
-        # What the controller adds (metric baselines for record_metric, ...).
-        config.workerinput.update(self.init.get("workerinput") or {})  # type: ignore[attr-defined]
+        # What the controller's plugins put into this worker's node in their
+        # pytest_configure_node (pytest-cov, pytest-randomly, ...), as under pytest-xdist.
+        config.workerinput.update(unpack(self.init.get("workerinput") or {}))  # type: ignore[attr-defined]
+        # What plugins leave for their pytest_testnodedown on the controller.
+        config.workeroutput = {}  # type: ignore[attr-defined]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
         # The controller decides when a run stops; a worker runs what it is given.
         if self.init.get("basetemp"):
             # On another node the run's directory does not exist yet: pytest makes only
@@ -161,12 +175,25 @@ class WorkerPlugin:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Nobody reads a worker's terminal, and writing a character per test to its log
         # costs a third as much as running an empty test (the controller reports instead).
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        # The reporter stays, without its hooks, for plugins that write to the terminal
+        # themselves (config.get_terminal_writer(): pytest-timeout's stack dumps, ...).
+        manager = session.config.pluginmanager
+        reporter = manager.get_plugin("terminalreporter")
         if reporter is not None:
-            session.config.pluginmanager.unregister(reporter)
+            manager.unregister(reporter)
+            for name in dir(type(reporter)):
+                if name.startswith("pytest_"):
+                    setattr(reporter, name, None)
+            manager.register(reporter, "terminalreporter")
+        # With log_cli, the records go to the controller's terminal instead.
+        forward_live_logs(session.config, self.channel)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
+        if self.init.get("live"):  # with -s: what is printed from here on is shown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.write(1, LIVE_START + b"\n")
         with paused_gc():
             return (yield)
 
@@ -338,7 +365,11 @@ class WorkerPlugin:
             # The reports of earlier tests leave before this one starts: if it kills the
             # process, only its own are lost (and it is the one blamed).
             self.channel.flush()
+            self._sent = self._passed = False
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if not self._passed:
+                self._release_held()
+                self.channel.send_raw(f'{{"t":"end","i":{index}}}\n'.encode(), flush=False)
         return True
 
     def _absorb_waiting_commands(self) -> None:
@@ -394,16 +425,21 @@ class WorkerPlugin:
     # -- reporting ---------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         assert self.config is not None
-        if self._plain_pass(report):
+        extras = self._plain_extras(report)
+        if extras is not None:
             # Most reports: a pass with no output. The controller rebuilds them from its
             # own copy of the test; only the timings travel, and a test whose three
             # phases all passed plainly travels as one ``pass`` line.
             # Formatted by hand: json.dumps costs more than the rest of this path. The
             # setup phase brings the test's location along (the controller would spend
             # more on working it out again than on reading it).
-            timings = f"[{report.duration!r},{report.start!r},{report.stop!r}]"
+            timings = f"[{report.duration!r},{report.start!r},{report.stop!r}{extras}]"
             held = self._held
-            if report.when == "setup":
+            if self._sent:  # not the test's only reports: each phase on its own
+                where = json.dumps(report.location) if report.when == "setup" else None
+                self._held.append((report.when, timings, where))
+                self._release_held()
+            elif report.when == "setup":
                 self._held = [("setup", timings, json.dumps(report.location))]
             elif report.when == "call" and len(held) == 1:
                 held.append(("call", timings, None))
@@ -414,11 +450,13 @@ class WorkerPlugin:
                     f'{timings}],"l":{held[0][2]}}}\n'
                 )
                 self.channel.send_raw(line.encode(), flush=False)
+                self._passed = True
             else:
                 self._held.append((report.when, timings, None))
                 self._release_held()
         else:
             self._release_held()
+            self._sent = True
             data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
             message: Message = {"t": "report", "i": self.current, "r": data}
             if report.failed:
@@ -428,6 +466,8 @@ class WorkerPlugin:
 
     def _release_held(self) -> None:
         """Send the held phases one by one (not every phase of the test passed plainly)."""
+        if self._held:
+            self._sent = True
         for when, timings, location in self._held:
             where = f',"l":{location}' if location else ""
             line = f'{{"t":"ok","i":{self.current},"w":"{when}","p":{timings}{where}}}\n'
@@ -442,15 +482,25 @@ class WorkerPlugin:
         ):
             self.lazy_next.resolve()
 
-    def _plain_pass(self, report: pytest.TestReport) -> bool:
-        """A passed phase with nothing but timings: no output, no extra attributes, and
-        the keywords the test had when it was collected."""
+    def _plain_extras(self, report: pytest.TestReport) -> str | None:
+        """For a passed phase with nothing but timings (no output, the keywords the test
+        had when it was collected, and at most attributes plugins add with a plain value,
+        as pytest-html's empty ``extras``): those attributes, as the end of the timings'
+        JSON list ("" for none). None for any other report."""
         if not (report.passed and report.longrepr is None) or report.sections:
-            return False
-        if report.user_properties or not PLAIN_FIELDS.issuperset(vars(report)):
-            return False
+            return None
+        if report.user_properties:
+            return None
         item = self.items[self.current] if 0 <= self.current < len(self.items) else None
-        return item is not None and report.keywords == self._keywords(item)
+        if item is None or report.keywords != self._keywords(item):
+            return None
+        fields = vars(report)
+        if PLAIN_FIELDS.issuperset(fields):
+            return ""
+        extra = {name: fields[name] for name in fields.keys() - PLAIN_FIELDS}
+        if not all(_plain_value(value) for value in extra.values()):
+            return None
+        return "," + json.dumps(extra, separators=(",", ":"))
 
     def _keywords(self, item: pytest.Item) -> dict[str, int]:
         cached = self._keyword_cache.get(item.nodeid)
@@ -465,6 +515,9 @@ class WorkerPlugin:
         nodeid: str,
         location: tuple[str, int, str] | None,
     ) -> None:
+        if when != "runtest":
+            # Configuring and collecting, the controller met the same warnings itself.
+            return
         category = warning_message.category
         self.channel.send(
             {
@@ -478,6 +531,13 @@ class WorkerPlugin:
                 "location": list(location) if location else None,
             }
         )
+
+
+def _plain_value(value: object) -> bool:
+    """A value that JSON carries unchanged: a scalar, or an empty list or dict."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    return isinstance(value, (list, dict)) and not value
 
 
 def _by_nodeid(items: list[pytest.Item]) -> dict[str, deque[pytest.Item]]:
@@ -569,8 +629,32 @@ def main() -> int:
     sys.path[:0] = [p for p in init.get("sys_path_prefix", []) if p not in sys.path]
     plugin = WorkerPlugin(channel, init)
     code = pytest.main(list(init["args"]), plugins=[plugin])
-    channel.send({"t": "bye", "code": int(code)})
+    channel.send(farewell(plugin.config, int(code)))
     return 0
+
+
+def farewell(config: pytest.Config | None, code: int) -> Message:
+    """The ``bye`` message: pytest's exit code, what plugins left in
+    ``config.workeroutput`` for the controller, and what this worker ran on."""
+    output = dict(getattr(config, "workeroutput", None) or {})
+    output.setdefault("exitstatus", code)
+    message: Message = {
+        "t": "bye",
+        "code": code,
+        "info": {
+            "platform": sys.platform,
+            "version_info": list(sys.version_info),
+            "executable": sys.executable,
+            "cwd": os.getcwd(),
+            "pid": os.getpid(),
+        },
+    }
+    try:
+        message["output"] = pack(output)
+    except TypeError as exc:
+        message["output"] = {"exitstatus": code}
+        message["output_error"] = f"config.workeroutput{exc} cannot be sent to the controller"
+    return message
 
 
 if __name__ == "__main__":

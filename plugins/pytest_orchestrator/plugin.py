@@ -6,6 +6,7 @@ Nothing here imports Ray: without ``--ray`` the plugin changes nothing.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, object, object]:
+    """Under ``--ray``, plugins that decide here whether the run is distributed see one,
+    as under ``pytest -n``: pytest-cov then measures the controller as xdist's does and
+    combines what the workers measured (its test is ``--dist``/``-d``/``-n``)."""
+    namespace = early_config.known_args_namespace
+    distributed = bool(getattr(namespace, "ray", False)) and not getattr(
+        namespace, "distload", False
+    )
+    missing = object()
+    before = getattr(namespace, "distload", missing)
+    if distributed:
+        namespace.distload = True
+    try:
+        return (yield)
+    finally:
+        if distributed:
+            if before is missing:
+                del namespace.distload
+            else:
+                namespace.distload = before
+
+
 def _options(config: pytest.Config) -> RunOptions:
     try:
         workers = parse_workers(str(config.getoption("ray_workers")))
@@ -185,11 +211,6 @@ def _options(config: pytest.Config) -> RunOptions:
         raise pytest.UsageError(
             "--ray and -n (pytest-xdist) both distribute tests: use one of them "
             "(drop -n, or pass -n 0 when your configuration adds it)"
-        )
-    if config.getoption("usepdb", False):
-        raise pytest.UsageError(
-            "--pdb needs an interactive terminal, which Ray workers do not have: "
-            "rerun the failing test without --ray to debug it"
         )
     address = config.getoption("ray_address") or os.environ.get("RAY_ADDRESS") or None
     if address is None:  # a local instance kept warm by `orchestrator up`
@@ -239,6 +260,9 @@ def pytest_configure(config: pytest.Config) -> None:
     options = _options(config)
     assert pipelines is not None  # always registered for --ray
     from pytest_orchestrator.session import RaySession
+    from pytest_orchestrator.xdist_nodes import declare_hooks
+
+    declare_hooks(config)
 
     session = RaySession(config, options, pipelines)
     config.pluginmanager.register(session, "orchestrator-session")

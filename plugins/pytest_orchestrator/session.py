@@ -49,8 +49,10 @@ from orchestrator.head_start import (
 )
 from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
 from orchestrator.junit import attempt_element
+from orchestrator.live_log import show_live_log
 from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
+from orchestrator.protocol import Message
 from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
 from orchestrator.run_report import failure_message
@@ -58,11 +60,14 @@ from orchestrator.shipping import needs_shipping, plan_shipment
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
+from pytest_orchestrator.xdist_nodes import Nodes
 
 if TYPE_CHECKING:
     from orchestrator.ray_executor import RayExecutor
 
 SLOWEST_SHOWN = 5
+#: Seconds the controller waits past a limit that pytest-timeout enforces in the worker.
+TIMEOUT_GRACE = 5.0
 #: Workers started before collection when their number is left to us (``auto``); more are
 #: started after planning if the suite can use them, and those it cannot are closed.
 EARLY_WORKERS_MAX = 32
@@ -95,9 +100,13 @@ class RaySession:
         self.where = ""
         self.workers = 0
         self.durations: dict[str, float] = defaultdict(float)
-        self._started: set[int] = set()
+        #: Tests whose logstart was replayed and not their logfinish yet (a test that a
+        #: plugin such as pytest-rerunfailures runs again starts and finishes again).
+        self._open: set[int] = set()
         self._attempts: dict[int, int] = {}
         self._failed: set[int] = set()
+        #: Tests whose last attempt crashed or hung its worker.
+        self._lost: set[int] = set()
         self._finished = 0
         self._keywords: dict[int, dict[str, Literal[1]]] = {}
         #: When the tests started: the collection's end, or the head start's dispatch.
@@ -109,6 +118,12 @@ class RaySession:
         self.unplaced: dict[str, str] = {}
         self.terminal = Terminal(config)
         self.testrunuid = uuid.uuid4().hex
+        #: The workers as pytest-xdist's hooks show them to plugins.
+        self.nodes = Nodes(config, self.testrunuid)
+        #: With -s: what the workers print is shown as it comes.
+        self.live_output = config.option.capture == "no"
+        #: With --pdb: the first failing test runs again here, under the debugger.
+        self.debug = bool(config.getoption("usepdb", False))
         #: The cluster connection and the workers started while the suite was collected.
         self._early: _EarlyStart | None = None
         #: The executor whose Ray connection is being closed.
@@ -168,6 +183,8 @@ class RaySession:
                 )
                 for i in range(count)
             ]
+            for init in inits:
+                self.worker_starting(init)
             head_start = self._head_start(count, info)
             if head_start is not None:
                 for init in inits:
@@ -293,11 +310,36 @@ class RaySession:
             self._release()
             self._t_loop_end = time.time()
             gc.freeze()
+        if self.debug:
+            self._debug_first_failure()
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         return True
+
+    def _debug_first_failure(self) -> None:
+        """``--pdb``: run the first test that failed (in collection order) again in this
+        process, where the debugger has a terminal; its reports are not counted again.
+        Tests whose worker crashed or timed out are left alone: they could take this
+        process down too."""
+        failed = sorted(self._failed - self._lost)
+        if not failed:
+            if self._failed:
+                self.terminal.line(
+                    "orchestrator: --pdb: every failing test crashed or hung its worker; "
+                    "not running one here",
+                    yellow=True,
+                )
+            return
+        from _pytest.runner import runtestprotocol
+
+        item = self.items[failed[0]]
+        self.terminal.line(
+            f"orchestrator: --pdb: running {item.nodeid} again in this process, under the debugger",
+            yellow=True,
+        )
+        runtestprotocol(item, nextitem=None, log=False)
 
     def _run(self) -> None:
         early = self._early
@@ -527,12 +569,26 @@ class RaySession:
         )
 
     def _timeout_of(self, index: int) -> float | None:
+        """The controller's hard limit for test ``index``: a timeout marker, else
+        ``--ray-timeout``. Where pytest-timeout enforces the limit itself in the worker
+        (its marker, ``--timeout``, the ``timeout`` ini value), ours is a backstop
+        :data:`TIMEOUT_GRACE` seconds later, for what it cannot interrupt."""
+        pytest_timeout = self.config.pluginmanager.has_plugin("timeout")
+        grace = TIMEOUT_GRACE if pytest_timeout else 0.0
         marker = self.items[index].get_closest_marker("timeout")
         if marker is not None:
             value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
             if value is not None:
-                return float(value) or None
-        return self.options.timeout
+                return float(value) + grace if float(value) else None
+        if self.options.timeout is not None or not pytest_timeout:
+            return self.options.timeout
+        value = getattr(self.config.option, "timeout", None)
+        if value is None:
+            try:
+                value = self.config.getini("timeout") or None
+            except (ValueError, KeyError):
+                value = None
+        return float(value) + grace if value and float(value) else None
 
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
@@ -540,6 +596,7 @@ class RaySession:
         for data in attempt.reports:
             reports.append(self._from_data(index, data, reports[0].location if reports else None))
         if attempt.lost is not None:
+            self._lost.add(index)
             reports.extend(self._lost_reports(index, attempt.lost, reports))
         nodeid = self.items[index].nodeid
         if earlier:
@@ -553,6 +610,12 @@ class RaySession:
             if report.when == "teardown" and earlier:
                 self._record_earlier(report, attempt, earlier)
             self._replay(index, report)
+        if index in self._open:  # its reports ended without a teardown
+            self._open.discard(index)
+            item = self.items[index]
+            self.config.hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self._finished += 1
+        self.terminal.draw()
 
     def _from_data(
         self, index: int, data: dict[str, Any], location: tuple[str, int | None, str] | None
@@ -577,6 +640,7 @@ class RaySession:
                 start=data["start"],
                 stop=data["stop"],
                 user_properties=[],
+                **data.get("extras", {}),
             )
         # JSON turned pytest's tuples into lists; skip reports and locations need tuples.
         for key in ("longrepr", "location"):
@@ -614,17 +678,37 @@ class RaySession:
 
     def _replay(self, index: int, report: pytest.TestReport) -> None:
         hook = self.config.hook
-        if index not in self._started:
-            self._started.add(index)
+        if index not in self._open:
+            self._open.add(index)
             hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
         self.durations[report.nodeid] += report.duration
         if report.failed and not hasattr(report, "wasxfail"):
             self._failed.add(index)
         hook.pytest_runtest_logreport(report=report)
         if report.when == "teardown":
+            self._open.discard(index)
             hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
-            self._finished += 1
-            self.terminal.draw()
+
+    # -- the workers, as pytest-xdist's hooks and the terminal show them ---------------
+    def worker_starting(self, init: Message) -> None:
+        if self.live_output:
+            init["live"] = True
+        self.nodes.configure(init)
+
+    def worker_ready(self, worker: str) -> None:
+        self.nodes.ready(worker)
+
+    def worker_down(self, worker: str, error: str | None, bye: Message | None) -> None:
+        if error and not self.nodes.was_ready(worker):
+            # No test's report will say it: a worker lost while it started (it is replaced).
+            self.terminal.line(f"orchestrator: worker {worker} {error}", yellow=True)
+        self.nodes.down(worker, error, bye)
+
+    def worker_output(self, worker: str, text: str) -> None:
+        self.terminal.line(f"[{worker}] {text}")
+
+    def worker_log(self, worker: str, message: Message) -> None:
+        show_live_log(self.config, message)
 
     def test_warning(self, worker: str, data: dict[str, Any]) -> None:
         category = _warning_category(data["category"])
