@@ -13,6 +13,40 @@ pytest_plugins = ["pytester"]
 
 DATA = Path(__file__).parent / "data"
 
+#: The dev extras install the plugins of the compatibility matrix (tests/test_compat.py,
+#: which loads them on purpose, and so does this suite's own session). The pytest
+#: sessions the other tests start leave them out: pytest-randomly would shuffle their
+#: order, pytest-rerunfailures needs the controller's pytest_configure_node (which a
+#: worker process driven directly by a test does not get), and together they add more
+#: than a second to every pytest process's start (hypothesis' plugin most of it).
+BLOCKED_PLUGINS = " ".join(
+    f"-p no:{name}"
+    for name in (
+        "randomly",
+        "rerunfailures",
+        "hypothesispytest",
+        "pytest_cov",
+        "asyncio",
+        "pytest_mock",
+        "timeout",
+        "html",
+        "html_fixtures",
+        "metadata",
+        "benchmark",
+        "django",
+    )
+)
+os.environ["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} {BLOCKED_PLUGINS}".strip()
+
+
+@pytest.fixture(autouse=True)
+def _blocked_in_pytester(request: pytest.FixtureRequest) -> None:
+    """pytester removes PYTEST_ADDOPTS from its sessions' environment: put it back."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("PYTEST_ADDOPTS", BLOCKED_PLUGINS)
+
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:

@@ -25,7 +25,9 @@ def two_nodes(
     """(address, control directory) of a head and a second node with the only GPU."""
     # ray_address first: the session's cluster leaves the token these nodes use.
     control = tmp_path_factory.mktemp("cluster-control")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The nodes' own environment reaches workers of shipped projects: without the plugins
+    # the suite's other sessions leave out (conftest.py), for the coverage test.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTEST_ADDOPTS")}
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "multinode_cluster.py"), str(control)],
         stdin=subprocess.PIPE,
@@ -163,3 +165,61 @@ def test_the_project_is_shipped_to_the_nodes(two_nodes: tuple[str, Path], tmp_pa
     assert run.returncode == 0, out
     assert "shipping the project: 3 files" in out
     assert "4 passed" in out
+
+
+def test_coverage_measured_on_the_nodes_comes_back(
+    two_nodes: tuple[str, Path], tmp_path: Path
+) -> None:
+    """pytest-cov with the project shipped: the workers measure the copies Ray unpacked,
+    and the controller's report names the project's own files with serial pytest's
+    figures."""
+    address, _ = two_nodes
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "pkg" / "__init__.py").write_text(
+        "def half(x):\n"
+        "    if x % 2:\n"
+        "        return None\n"
+        "    return x // 2\n\n\n"
+        "def unused():\n"
+        "    return 1\n"
+    )
+    (root / "tests" / "test_half.py").write_text(
+        "import pytest\n\n"
+        "import pkg\n\n\n"
+        "@pytest.mark.parametrize('x', [2, 4, 6, 8])\n"
+        "def test_half(x):\n"
+        "    assert pkg.half(x) == x // 2\n"
+    )
+    # pytest-cov is among the plugins the suite's other sessions leave out (conftest.py).
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTEST_ADDOPTS")}
+    common = ("-p", "no:cacheprovider", "--cov=pkg", "--cov-report=term-missing", "-q")
+    serial = subprocess.run(
+        [sys.executable, "-m", "pytest", *common],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    ray = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", *common, "--ray", "--ray-address", address),
+            *("--ray-workers", "2", "--ray-files", "ship"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = ray.stdout + ray.stderr
+    assert ray.returncode == serial.returncode == 0, out
+
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(("pkg", "TOTAL"))]
+
+    assert table(ray.stdout) == table(serial.stdout), out
+    assert table(ray.stdout)[0].split()[:4] == ["pkg/__init__.py", "6", "2", "67%"], out

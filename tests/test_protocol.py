@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from orchestrator.process import EventQueue
-from orchestrator.protocol import WAKE_BYTES, Channel, decode, encode
+from orchestrator.protocol import WAKE_BYTES, Channel, decode, encode, pack, unpack
 
 
 class Pipes:
@@ -148,3 +150,45 @@ def test_a_channel_without_a_wake_pipe_still_delivers(pipes: Pipes) -> None:
     assert queue.readline(1.0) is None and queue.done
     queue.close()
     pipes.closed_elsewhere(evt_r)
+
+
+def test_values_plugins_exchange_with_workers_travel_as_json() -> None:
+    value = {"data": b"\x00z\xff", "roots": ("a", "b"), "n": 3, "nested": {"x": [None, 1.5]}}
+    packed = pack(value)
+    assert json.loads(json.dumps(packed)) == packed
+    assert unpack(packed) == {**value, "roots": ["a", "b"]}
+
+
+def test_a_value_json_cannot_carry_is_named_by_its_key() -> None:
+    with pytest.raises(TypeError, match=r"\['outer'\]\['inner'\]: set \{1\}"):
+        pack({"outer": {"inner": {1}}})
+
+
+def test_output_pump_passes_lines_on_from_the_start_marker_and_keeps_them_in_the_log(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.process import OutputPump
+    from orchestrator.protocol import LIVE_START
+
+    read, write = os.pipe()
+    events_read, events_write = os.pipe()
+    log = os.open(tmp_path / "log", os.O_RDWR | os.O_CREAT)
+    queue = EventQueue(events_read, "test-events")
+    pump = OutputPump(read, log, queue, "test-output")
+    os.write(write, b"pytest's header\n" + LIVE_START + b"\nfirst line\nsecond ")
+    os.write(write, b"half\nlast without newline")
+    os.close(write)
+    pump.join(5.0)
+    os.close(events_write)
+    lines = []
+    while (line := queue.readline(1.0)) is not None:
+        lines.append(decode(line))
+    assert lines == [
+        {"t": "out", "s": "first line"},
+        {"t": "out", "s": "second half"},
+        {"t": "out", "s": "last without newline"},
+    ]
+    os.close(log)
+    text = (tmp_path / "log").read_bytes()
+    assert text == b"pytest's header\nfirst line\nsecond half\nlast without newline"
+    queue.close()

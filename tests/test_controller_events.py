@@ -1,0 +1,271 @@
+"""The controller's handling of worker events, against a scripted executor (no Ray)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from orchestrator.controller import Controller
+from orchestrator.errors import OrchestratorError
+from orchestrator.executor import PollResult
+from orchestrator.planner import make_plan
+from orchestrator.protocol import Message
+from orchestrator.retry import Attempt, RetryPolicy
+
+#: What a scripted worker answers to one command: the events it sends back.
+Script = Callable[[str, Message], list[Message]]
+
+
+class ScriptedExecutor:
+    """Runs no process: each command a worker is sent is answered by ``script``."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.inits: list[Message] = []
+        self.closed: list[str] = []
+        self._events: dict[str, list[Message]] = {}
+
+    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        self.launch(inits, env, cwd)
+
+    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+        for init in inits:
+            self.inits.append(init)
+            self.send(init["worker"], [init])
+
+    def wait_started(self, workers: Sequence[str]) -> None:
+        pass
+
+    def send(self, worker: str, commands: list[Message]) -> None:
+        queue = self._events.setdefault(worker, [])
+        for command in commands:
+            queue.extend(self.script(worker, command))
+
+    def dispatch(self) -> None:
+        pass
+
+    def poll(self, timeout: float) -> list[PollResult]:
+        ready = [(w, list(events)) for w, events in self._events.items() if events]
+        for worker, _ in ready:
+            self._events[worker] = []
+        return ready  # type: ignore[return-value]
+
+    def close_worker(self, worker: str, graceful: bool = True) -> None:
+        self.closed.append(worker)
+        self._events.pop(worker, None)
+
+    def shutdown(self, graceful: bool = True) -> None:
+        pass
+
+
+class Recorder:
+    """A listener that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.finals: list[tuple[int, Attempt, Sequence[Attempt]]] = []
+        self.down: list[tuple[str, str | None, Message | None]] = []
+        self.ready: list[str] = []
+        self.output: list[tuple[str, str]] = []
+        self.logs: list[Message] = []
+        self.started: list[str] = []
+
+    def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
+        self.finals.append((index, attempt, earlier))
+
+    def test_warning(self, worker: str, data: Message) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+    def worker_starting(self, init: Message) -> None:
+        self.started.append(init["worker"])
+        init["workerinput"] = {"plugin_key": init["worker"]}
+
+    def worker_ready(self, worker: str) -> None:
+        self.ready.append(worker)
+
+    def worker_down(self, worker: str, error: str | None, bye: Message | None) -> None:
+        self.down.append((worker, error, bye))
+
+    def worker_output(self, worker: str, text: str) -> None:
+        self.output.append((worker, text))
+
+    def worker_log(self, worker: str, message: Message) -> None:
+        self.logs.append(message)
+
+
+def _report(index: int, when: str, outcome: str, **extra: Any) -> Message:
+    return {"t": "report", "i": index, "r": {"when": when, "outcome": outcome, **extra}}
+
+
+BYE: Message = {"t": "bye", "code": 0, "output": {"cov_worker_node_id": "x"}, "info": {}}
+EXIT: Message = {"t": "exit", "code": 0, "how": "exit code 0", "log": ""}
+
+
+def _worker(tests: Callable[[int], list[Message]]) -> Script:
+    """A worker that collects, asks for work, runs each test with ``tests`` and ends."""
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":
+            events: list[Message] = []
+            for index in command["i"]:
+                events.extend(tests(index))
+            return [*events, {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    return script
+
+
+def _controller(script: Script, nodeids: list[str], **options: Any) -> tuple[Controller, Recorder]:
+    recorder = Recorder()
+    controller = Controller(
+        make_plan(nodeids, {}),
+        ScriptedExecutor(script),  # type: ignore[arg-type]
+        recorder,
+        workers=options.pop("workers", 1),
+        args=[],
+        cwd=".",
+        env={},
+        **options,
+    )
+    return controller, recorder
+
+
+def test_a_test_run_again_on_its_worker_has_one_verdict_with_every_report() -> None:
+    # As pytest-rerunfailures runs a test: two rounds of phases, then the end.
+    rerun = [
+        _report(0, "setup", "passed", rerun=0),
+        _report(0, "call", "rerun", rerun=0),
+        _report(0, "teardown", "passed", rerun=0),
+        _report(0, "setup", "passed", rerun=1),
+        _report(0, "call", "passed", rerun=1),
+        _report(0, "teardown", "passed", rerun=1),
+        {"t": "end", "i": 0},
+    ]
+    controller, recorder = _controller(_worker(lambda i: rerun), ["t.py::test_a"])
+    controller.run()
+    [(index, attempt, earlier)] = recorder.finals
+    assert index == 0 and earlier == []
+    assert [(r["when"], r["outcome"]) for r in attempt.reports] == [
+        ("setup", "passed"),
+        ("call", "rerun"),
+        ("teardown", "passed"),
+        ("setup", "passed"),
+        ("call", "passed"),
+        ("teardown", "passed"),
+    ]
+
+
+def test_a_failure_rerun_on_its_worker_is_not_retried_but_a_crash_is() -> None:
+    failed = [
+        _report(0, "setup", "passed", rerun=1),
+        _report(0, "call", "failed", rerun=1),
+        _report(0, "teardown", "passed", rerun=1),
+        {"t": "end", "i": 0},
+    ]
+    controller, recorder = _controller(
+        _worker(lambda i: failed), ["t.py::test_a"], retry=RetryPolicy(retries=2)
+    )
+    controller.run()
+    [(_, attempt, earlier)] = recorder.finals
+    assert attempt.failed and earlier == []
+    assert RetryPolicy(retries=2).should_retry(0, 1, Attempt("gw0", attempt.reports, lost="x"))
+
+
+def test_a_test_that_sent_no_report_still_ends() -> None:
+    controller, recorder = _controller(_worker(lambda i: [{"t": "end", "i": i}]), ["t.py::a"])
+    controller.run()
+    assert [(i, a.reports) for i, a, _ in recorder.finals] == [(0, ())]
+
+
+def test_nodes_are_configured_ready_and_down_with_what_the_worker_sent() -> None:
+    passed = [{"t": "pass", "i": 0, "p": [[0.0, 1.0, 1.0]] * 3, "l": ["t.py", 1, "a"]}]
+    controller, recorder = _controller(_worker(lambda i: passed), ["t.py::a"])
+    controller.run()
+    assert recorder.ready == ["gw0"]
+    assert recorder.down == [("gw0", None, BYE)]
+    init = controller.executor.inits[0]  # type: ignore[attr-defined]
+    assert init["workerinput"] == {"plugin_key": "gw0"}
+
+
+def test_output_and_live_logs_reach_the_listener() -> None:
+    events = [
+        {"t": "out", "s": "printed"},
+        {"t": "log", "w": "call", "r": {"msg": "logged"}},
+        {"t": "end", "i": 0},
+    ]
+    controller, recorder = _controller(_worker(lambda i: events), ["t.py::a"])
+    controller.run()
+    assert recorder.output == [("gw0", "printed")]
+    assert recorder.logs[0]["r"]["msg"] == "logged"
+
+
+def test_a_worker_whose_session_fails_to_start_stops_the_run_with_its_output() -> None:
+    traceback = 'File "conftest.py", line 3, in pytest_configure\nRuntimeError: boom'
+
+    def script(worker: str, command: Message) -> list[Message]:
+        if command["t"] == "init":
+            return [{"t": "bye", "code": 3}, {**EXIT, "log": traceback}]
+        return []
+
+    controller, recorder = _controller(script, ["t.py::a", "t.py::b"], workers=2)
+    with pytest.raises(OrchestratorError) as raised:
+        controller.run()
+    message = str(raised.value)
+    assert message.startswith("worker gw0 could not start: its pytest session ended with exit")
+    assert "exit code 3 (internal error)" in message
+    assert message.endswith(f"The output of gw0 ends with:\n{traceback}")
+    assert recorder.down == []  # the run ends with this error alone
+
+
+def test_a_worker_killed_while_starting_is_replaced_and_its_output_reported() -> None:
+    killed: set[str] = set()
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "init" and worker == "gw0" and not killed:
+            killed.add(worker)
+            return [{"t": "exit", "code": -9, "how": "signal 9 (SIGKILL)", "log": "Killed"}]
+        return _worker(lambda i: [{"t": "end", "i": i}])(worker, command)
+
+    controller, recorder = _controller(script, ["t.py::a", "t.py::b"], workers=2)
+    stats = controller.run()
+    assert sorted(i for i, _, _ in recorder.finals) == [0, 1]
+    assert stats.lost == ["gw0 (during start-up, signal 9 (SIGKILL))"]
+    worker, error, bye = recorder.down[0]
+    assert worker == "gw0" and bye is None
+    assert error == (
+        "ended before it collected the tests (signal 9 (SIGKILL)).\n"
+        "The output of gw0 ends with:\nKilled"
+    )
+    assert "gw2" in recorder.started  # its replacement
+
+
+def test_tests_left_when_every_worker_is_lost_name_the_last_loss_and_its_output() -> None:
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":  # dies in its first test, saying why
+            crash = {"t": "exit", "code": -11, "how": "signal 11", "log": "Fatal Python error"}
+            return [_report(command["i"][0], "setup", "passed"), crash]
+        return []
+
+    controller, recorder = _controller(
+        script, ["t.py::a", "t.py::b", "t.py::c"], max_replacements=0
+    )
+    stats = controller.run()
+    assert stats.gave_up is not None
+    assert "the last one: worker gw0 crashed" in stats.gave_up
+    assert stats.gave_up.endswith("The output of gw0 ends with:\nFatal Python error")
+    assert "see the errors above" not in stats.gave_up
+    assert len(recorder.finals) == 3
+    assert [d[0] for d in recorder.down] == ["gw0"]
