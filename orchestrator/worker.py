@@ -282,7 +282,10 @@ class WorkerPlugin:
         # Importing a file is not its first test's time: the controller's timeout clock
         # stops meanwhile.
         self.channel.send({"t": "collecting"})
-        with paused_gc():
+        # Warnings of the import and of generating the tests were the controller's to
+        # report (it collected every file); here they would count as the running test's.
+        with paused_gc(), warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
             found = list(session.genitems(module))
             self.config.hook.pytest_collection_modifyitems(
                 session=session, config=self.config, items=found

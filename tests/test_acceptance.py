@@ -486,3 +486,26 @@ def test_lost_actor_reports_the_running_test(pytester: pytest.Pytester, on_clust
     result.stdout.fnmatch_lines(
         ["ERROR test_lost.py::test_kills_its_actor - worker gw* was lost (*"]
     )
+
+
+def test_warnings_of_a_file_collected_late_count_once_as_in_serial_pytest(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    # One worker runs test_a.py first and collects test_b.py while test_a's teardown
+    # waits for its next test: the import's warning belongs to the collection, not to it.
+    pytester.makepyfile(
+        test_a="def test_a():\n    pass\n",
+        test_b=(
+            "import warnings\n"
+            "warnings.warn(UserWarning('imported'))\n\n\n"
+            "def test_b():\n"
+            "    warnings.warn(UserWarning('while running'))\n"
+        ),
+    )
+    serial = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=240)
+    ray = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--ray", "--ray-workers", "1", timeout=240
+    )
+    assert serial.parseoutcomes() == ray.parseoutcomes() == {"passed": 2, "warnings": 2}
+    summary = ray.stdout.str().split("warnings summary", 1)[1].split("-- Docs", 1)[0]
+    assert "test_a.py::test_a" not in summary
