@@ -112,6 +112,10 @@ def _orchestrator_collect_all(ctx: Context) -> list[list[str]]:
     return [[*args, "--ray-collect=all"] for args in _orchestrator(ctx)]
 
 
+def _orchestrator_lazy(ctx: Context) -> list[list[str]]:
+    return [[*args, "--ray-collect=lazy"] for args in _orchestrator(ctx)]
+
+
 def _orchestrator_no_head_start(ctx: Context) -> list[list[str]]:
     return [[*args, "--ray-head-start=off"] for args in _orchestrator(ctx)]
 
@@ -139,6 +143,14 @@ RUNNERS: tuple[Runner, ...] = (
         "orchestrator warm, {w} workers, running cluster, workers collect everything first",
         True,
         _orchestrator_collect_all,
+        Store.WARM,
+        cluster=True,
+    ),
+    Runner(
+        "orchestrator-lazy",
+        "orchestrator warm, {w} workers, running cluster, workers import only their files",
+        True,
+        _orchestrator_lazy,
         Store.WARM,
         cluster=True,
     ),

@@ -124,9 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--collect",
         default=None,
-        choices=("lazy", "all"),
-        help="lazy (default): a worker collects a test file when first given one of its "
-        "tests; all: every worker imports the whole suite first",
+        choices=("import", "lazy", "all"),
+        help="import (default): every worker imports every test file first and generates "
+        "a file's tests when first given one; lazy: a worker imports a test file only when "
+        "first given one of its tests; all: every worker collects the whole suite first",
     )
     run.add_argument(
         "--head-start",

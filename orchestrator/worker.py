@@ -1,12 +1,14 @@
 """What runs inside a worker process: one long-lived pytest session that pulls tests.
 
-The process walks the suite's directories, checks it has a place for every test the
-controller asked for, then runs tests as they arrive. A test file is collected (imported,
-its tests generated) when the worker is first given one of its tests, so that the
-workers together collect each file about once, not each worker every file (``--ray-collect
-all`` collects everything up front instead). pytest tears fixtures down according to the
-*next* test; when a worker has no next test yet it does not guess: it runs the test's
-setup and call, and only at teardown waits for more work (:class:`LazyNextItem`). So
+The process walks the suite's directories and imports every test file, as serial pytest
+does, checks it has a place for every test the controller asked for, then runs tests as
+they arrive. A file's tests are generated when the worker is first given one of them, so
+that the workers together generate each file's tests about once (``--ray-collect lazy``
+defers the import too; ``--ray-collect all`` collects everything up front).
+
+pytest tears fixtures down according to the *next* test; when a worker has no next test
+yet it does not guess: it runs the test's setup and call, and only at teardown waits for
+more work (:class:`LazyNextItem`). So
 module- and session-scoped fixtures live as long as the work keeps coming. It asks for
 more a little before it runs out (when the controller's ``a`` says), so that the answer
 is usually there by then; the controller grants such requests only while no other
@@ -125,6 +127,8 @@ class WorkerPlugin:
         self._passed: bool = False
         #: Test files found while collecting and left for later (see pytest_make_collect_report).
         self._deferring = False
+        #: Test files are imported while the session collects, their tests generated later.
+        self._import_first = True
         self._deferred: dict[str, pytest.Module] = {}
         #: The wanted tests of each deferred file (their indices), by the file's node id.
         self._awaiting: dict[str, list[int]] = {}
@@ -165,11 +169,13 @@ class WorkerPlugin:
             config.option.ray = False
         # A file named with a test inside it (``file.py::test``) must be collected for pytest
         # to find the test; duplicates kept on purpose would share one node id.
+        mode = config.getoption("ray_collect", "import")
         self._deferring = (
-            config.getoption("ray_collect", "lazy") == "lazy"
+            mode != "all"
             and not config.option.keepduplicates
             and not any("::" in str(arg) for arg in config.args)
         )
+        self._import_first = mode == "import"
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -201,9 +207,15 @@ class WorkerPlugin:
     def pytest_make_collect_report(
         self, collector: pytest.Collector
     ) -> pytest.CollectReport | None:
-        """While the session collects, leave test files for later: each is collected when
-        this worker is first given one of its tests (:meth:`_collect_file`)."""
+        """While the session collects, leave the tests of test files for later: a file's
+        tests are generated when this worker is first given one of them
+        (:meth:`_collect_file`). With ``--ray-collect import`` (the default) the file is
+        imported now, in collection order, as serial pytest imports it: what imports do
+        (submodules set as attributes, registries, plugins, warnings filters) is in place
+        before the first test, whichever files this worker will run."""
         if self._deferring and isinstance(collector, pytest.Module):
+            if self._import_first and not _imported(collector):
+                return None  # collected now, so that pytest reports why it did not import
             self._deferred[collector.nodeid] = collector
             return pytest.CollectReport(collector.nodeid, "passed", None, [])
         return None
@@ -223,7 +235,10 @@ class WorkerPlugin:
         # collector from walking it again and again while the tests run.
         gc.freeze()
         self.nmissing = len(missing)
-        self.channel.send({"t": "ready", "missing": missing[:50], "nmissing": len(missing)})
+        ready: Message = {"t": "ready", "missing": missing[:50], "nmissing": len(missing)}
+        if missing and self._collect_errors:  # a test file that did not import here
+            ready["errors"] = self._collect_errors[:3]
+        self.channel.send(ready)
         if self._gone:
             self.channel.send({"t": "gone", "i": sorted(self._gone)})
 
@@ -534,6 +549,16 @@ class WorkerPlugin:
                 "location": list(location) if location else None,
             }
         )
+
+
+def _imported(module: pytest.Module) -> bool:
+    """Import a test file (pytest keeps the module on its collector); False when that
+    failed, or the module skipped itself."""
+    try:
+        module.obj  # noqa: B018 - importing is the point
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+        return False
+    return True
 
 
 def _plain_value(value: object) -> bool:

@@ -274,7 +274,11 @@ def test_collect_all_imports_every_test_file_on_the_workers(
         test_a="import os\nos.environ['A_IMPORTED'] = '1'\ndef test_a():\n    pass\n",
         test_b="import os\ndef test_b():\n    assert os.environ.get('A_IMPORTED')\n",
     )
-    lazy = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", "-k", "test_b")
+    imported = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", "-k", "test_b")
+    imported.assert_outcomes(passed=1, deselected=1)
+    lazy = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "1", "--ray-collect", "lazy", "-k", "test_b"
+    )
     lazy.assert_outcomes(failed=1, deselected=1)
     proc = _cli(pytester, "run", "--workers", "1", "--collect", "all", "-k", "test_b", tag="all")
     assert proc[0].returncode == 0, proc[0].stdout + proc[0].stderr
@@ -509,3 +513,40 @@ def test_warnings_of_a_file_collected_late_count_once_as_in_serial_pytest(
     assert serial.parseoutcomes() == ray.parseoutcomes() == {"passed": 2, "warnings": 2}
     summary = ray.stdout.str().split("warnings summary", 1)[1].split("-- Docs", 1)[0]
     assert "test_a.py::test_a" not in summary
+
+
+IMPORTS_SUBMODULE = {
+    "pkg/__init__.py": "",
+    "pkg/_impl.py": "def value():\n    return 'real'\n",
+    # Imports a submodule at module level: afterwards ``pkg._impl`` exists as an attribute.
+    "test_uses_impl.py": "import pkg._impl\n\n\ndef test_real():\n    assert pkg._impl.value()\n",
+    # Patches the submodule through the package, as if every test file were imported.
+    "test_patches.py": (
+        "import time\n\n"
+        "import pkg\n\n\n"
+        "def test_patched(monkeypatch):\n"
+        "    time.sleep(0.3)  # the longest: first once durations are known\n"
+        "    monkeypatch.setattr(pkg._impl, 'value', lambda: 'patched')\n"
+        "    assert pkg._impl.value() == 'patched'\n"
+    ),
+}
+
+
+def test_every_test_file_is_imported_before_the_first_test(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    """A test that relies on another file's import passes with and without durations (one
+    worker runs the slow patching test first once it knows durations). Only
+    ``--ray-collect lazy`` gives that up, as documented."""
+    for name, text in IMPORTS_SUBMODULE.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for _ in range(2):  # without recorded durations, then with them
+        run = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", timeout=240)
+        run.assert_outcomes(passed=2)
+    lazy = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "1", "--ray-collect", "lazy", timeout=240
+    )
+    lazy.assert_outcomes(passed=1, failed=1)
+    lazy.stdout.fnmatch_lines(["*has no attribute '_impl'*"])

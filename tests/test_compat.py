@@ -295,6 +295,7 @@ def _run(
     args = [a.format(tag=tag) for a in ARGS[plugin]]
     os.environ["DRAWS_DIR"] = str(draws)
     addopts = os.environ.pop("PYTEST_ADDOPTS", None)  # every plugin of the matrix loads
+    ci = os.environ.pop("CI", None)  # hypothesis' profile for CI has no example database
     try:
         return pytester.runpytest_subprocess(
             *FILES[plugin],
@@ -310,6 +311,8 @@ def _run(
         del os.environ["DRAWS_DIR"]
         if addopts is not None:
             os.environ["PYTEST_ADDOPTS"] = addopts
+        if ci is not None:
+            os.environ["CI"] = ci
 
 
 def _pair(

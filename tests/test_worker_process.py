@@ -194,7 +194,13 @@ def test_a_file_that_fails_to_collect_late_is_named_with_its_error(tmp_path: Pat
         "def test_env(): pass\n"
     )
     nodeids = ["test_ok.py::test_ok", "test_env.py::test_env"]
-    events = _drive(tmp_path, nodeids, _answers(_run(0), _run(1)))
+    # Every file is imported before the first test: the worker says so when ready.
+    ready = _drive(tmp_path, nodeids, _answers(_run(0), _run(1)))[0]
+    assert ready["t"] == "ready" and ready["missing"] == ["test_env.py::test_env"]
+    assert "test_env.py" in ready["errors"][0]
+    assert "no such thing on the workers" in ready["errors"][0]
+    # Importing only when given a test of the file, it finds out then.
+    events = _drive(tmp_path, nodeids, _answers(_run(0), _run(1)), ("--ray-collect", "lazy"))
     assert events[0]["t"] == "ready" and events[0]["nmissing"] == 0
     finished = [e["i"] for e in events if e["t"] == "report" and e["r"]["when"] == "teardown"]
     assert finished == [0]
@@ -241,9 +247,27 @@ def logged_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_worker_collects_only_the_files_it_is_given(logged_package: Path) -> None:
+def test_a_worker_imports_every_file_first_and_generates_tests_when_given(
+    logged_package: Path,
+) -> None:
     nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
     events = _drive(logged_package, nodeids, _answers(_run(0, 1), _run(2, 3)))
+    log = (logged_package / "import.log").read_text().split("\n")
+    # Every file imported in collection order before the first test, test_b.py included,
+    # as serial pytest does.
+    assert log == ["import a", "import b", "import c", "package-setup", ""]
+    reports = [e for e in events if e["t"] == "report"]
+    calls = [(e["i"], e["r"]["outcome"]) for e in reports if e["r"]["outcome"] != "passed"]
+    # Their tests were generated later, through the conftest's collection hook.
+    assert calls == [(1, "skipped"), (3, "skipped")]
+    assert events[-1]["code"] == 0
+
+
+def test_a_lazy_worker_collects_only_the_files_it_is_given(logged_package: Path) -> None:
+    nodeids = [f"pkg/test_{name}.py::test_{speed}" for name in "ac" for speed in ("fast", "slow")]
+    events = _drive(
+        logged_package, nodeids, _answers(_run(0, 1), _run(2, 3)), ("--ray-collect", "lazy")
+    )
     log = (logged_package / "import.log").read_text().split("\n")
     # test_b.py is never imported; each file is imported when its first test is given, and
     # the package fixture lives across the files collected one after the other.

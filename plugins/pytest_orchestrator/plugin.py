@@ -47,11 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--ray-collect",
-        choices=("lazy", "all"),
-        default="lazy",
-        help="lazy (default): a worker collects a test file when it is first given one of "
-        "its tests; all: every worker collects (imports) the whole suite before its first "
-        "test, as pytest-xdist's do",
+        choices=("import", "lazy", "all"),
+        default="import",
+        help="import (default): every worker imports every test file before its first "
+        "test, as serial pytest does, and generates a file's tests when first given one; "
+        "lazy: a worker imports a test file only when first given one of its tests (faster, "
+        "for suites whose modules do not depend on each other's imports); all: every worker "
+        "collects the whole suite first, as pytest-xdist's do",
     )
     group.addoption(
         "--ray-head-start",

@@ -208,15 +208,15 @@ class RaySession:
         return _EarlyStart(executor, info, [init["worker"] for init in inits], head_start, guessing)
 
     def _head_start_allowed(self) -> bool:
-        """Runs whose collection a recorded one can stand for: the worker collects lazily,
-        and nothing but the files decides what is selected (not the last failures, nor a
-        shard, whose split follows the recorded durations)."""
+        """Runs whose collection a recorded one can stand for: the workers generate tests
+        lazily, and nothing but the files decides what is selected (not the last failures,
+        nor a shard, whose split follows the recorded durations)."""
         config = self.config
         option = config.option
         return (
             self.options.head_start
             and not config.pluginmanager.has_plugin("orchestrator-shard")
-            and config.getoption("ray_collect", "lazy") == "lazy"
+            and config.getoption("ray_collect", "import") != "all"
             and not option.keepduplicates
             and not any("::" in str(arg) for arg in config.args)
             and not any(
