@@ -634,14 +634,21 @@ class Controller:
             if event and event.get("log") and cause == "crash":
                 message += f"\n\nlast output of {worker}:\n{event['log']}"
             self._conclude(running, self._lost_attempt(worker, running, message, cause))
-        self._keep_capacity(shape)
+        self._keep_capacity(shape, explained=running is not None)
 
-    def _keep_capacity(self, shape: Resources | None) -> None:
-        """Replace a dead worker while tests are queued, up to the replacement limit."""
+    def _keep_capacity(self, shape: Resources | None, *, explained: bool = False) -> None:
+        """Replace a dead worker while tests are queued.
+
+        A worker that died running a test (a crash, a timeout) is replaced whatever
+        happened before: the fault is that test's, and it used up one of the test's
+        attempts, so such replacements end when the tests' attempts do. Only losses no
+        test explains (start-up, collection, between tests) count against the limit.
+        """
         if not self.scheduler.queued or self.scheduler.stopped:
             return
-        if self._replacements < self.max_replacements:
-            self._replacements += 1
+        if explained or self._replacements < self.max_replacements:
+            if not explained:
+                self._replacements += 1
             self.scheduler.add_worker()
             self._start([shape], wait=False)
         elif not self._live():

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.controller import Controller
 from orchestrator.errors import OrchestratorError
@@ -251,12 +253,9 @@ def test_a_worker_killed_while_starting_is_replaced_and_its_output_reported() ->
 
 def test_tests_left_when_every_worker_is_lost_name_the_last_loss_and_its_output() -> None:
     def script(worker: str, command: Message) -> list[Message]:
-        kind = command["t"]
-        if kind == "tests":
-            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
-        if kind == "run":  # dies in its first test, saying why
+        if command["t"] == "tests":  # ready, then dies before any test: no test explains it
             crash = {"t": "exit", "code": -11, "how": "signal 11", "log": "Fatal Python error"}
-            return [_report(command["i"][0], "setup", "passed"), crash]
+            return [{"t": "ready", "missing": [], "nmissing": 0}, crash]
         return []
 
     controller, recorder = _controller(
@@ -267,5 +266,60 @@ def test_tests_left_when_every_worker_is_lost_name_the_last_loss_and_its_output(
     assert "the last one: worker gw0 crashed" in stats.gave_up
     assert stats.gave_up.endswith("The output of gw0 ends with:\nFatal Python error")
     assert "see the errors above" not in stats.gave_up
-    assert len(recorder.finals) == 3
+    assert [a.cause for _, a, _ in recorder.finals] == ["not run"] * 3
     assert [d[0] for d in recorder.down] == ["gw0"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    faults=st.lists(st.booleans(), min_size=1, max_size=25),
+    workers=st.integers(1, 3),
+    retries=st.integers(0, 2),
+)
+def test_a_crash_belongs_to_its_test_and_the_run_ends(
+    faults: list[bool], workers: int, retries: int
+) -> None:
+    """Random suites whose faulty tests kill their worker: every healthy test passes, each
+    faulty test gets one verdict naming its crash, the run ends however many there are."""
+    polls = 0
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":
+            events: list[Message] = []
+            for index in command["i"]:
+                if faults[index]:
+                    crash = {"t": "exit", "code": 1, "how": "exit code 1", "log": "bye"}
+                    return [*events, _report(index, "setup", "passed"), crash]
+                events.append({"t": "end", "i": index})
+            return [*events, {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    nodeids = [f"t.py::test_{i}" for i in range(len(faults))]
+    controller, recorder = _controller(
+        script, nodeids, workers=workers, retry=RetryPolicy(retries=retries)
+    )
+    executor = controller.executor
+    poll = executor.poll
+
+    def bounded(timeout: float) -> list[PollResult]:
+        nonlocal polls
+        polls += 1
+        assert polls < 10_000, "the run does not end"
+        return poll(timeout)
+
+    executor.poll = bounded  # type: ignore[method-assign]
+    stats = controller.run()
+    verdicts = {index: attempt for index, attempt, _ in recorder.finals}
+    assert sorted(verdicts) == list(range(len(faults)))  # exactly one each
+    for index, faulty in enumerate(faults):
+        attempt = verdicts[index]
+        if faulty:
+            assert attempt.lost is not None and "crashed while running" in attempt.lost
+        else:
+            assert attempt.lost is None and not attempt.failed
+    assert stats.gave_up is None

@@ -209,11 +209,13 @@ def test_fine(i):
     _validate_without_retry_elements(pytester.path / "r.xml", junit_schema, pytester.path)
 
 
-def test_every_test_crashing_ends_quickly(pytester: pytest.Pytester, on_cluster: str) -> None:
+def test_every_test_crashing_gets_its_own_verdict(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
     pytester.makepyfile(
         test_doom="""
         import os, pytest
-        @pytest.mark.parametrize("i", range(30))
+        @pytest.mark.parametrize("i", range(12))
         def test_dies(i):
             os._exit(1)
         """
@@ -224,9 +226,47 @@ def test_every_test_crashing_ends_quickly(pytester: pytest.Pytester, on_cluster:
     )
     assert time.monotonic() - start < 120
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(errors=30)
-    result.stdout.fnmatch_lines(["stopped early: not run: 4 replacement workers died too*"])
-    _one_verdict_each(pytester.path / "r.xml", 30)
+    result.assert_outcomes(errors=12)
+    # Each crash is its test's: every test ran, none is "not run".
+    for i in range(12):
+        result.stdout.fnmatch_lines(
+            [f"*worker gw* crashed while running test_doom.py::test_dies[[]{i}[]] (exit code 1)*"]
+        )
+    assert "not run" not in result.stdout.str()
+    _one_verdict_each(pytester.path / "r.xml", 12)
+
+
+def test_a_few_crashes_and_hangs_cost_no_healthy_test_its_run(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
+    pytester.makepyfile(
+        test_faults="""
+        import ctypes, os, re, time, pytest
+
+        @pytest.mark.parametrize("i", range(20))
+        def test_healthy(i):
+            pass
+
+        def test_exits():
+            os._exit(3)
+
+        def test_segfaults():
+            ctypes.string_at(0)
+
+        def test_hangs_in_python():
+            time.sleep(600)
+
+        def test_hangs_in_c():
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--ray", "--ray-workers", "2", "--ray-retries", "1", "--ray-timeout", "2", timeout=240
+    )
+    result.assert_outcomes(passed=20, errors=4)
+    assert "not run" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_hangs_in_c timed out after 2 s*"])
+    result.stdout.fnmatch_lines(["*crashed while running test_faults.py::test_segfaults*"])
 
 
 def test_hard_timeouts_in_python_and_in_c(pytester: pytest.Pytester, on_cluster: str) -> None:
