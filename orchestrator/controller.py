@@ -313,8 +313,8 @@ class Controller:
         return [w for w, s in self.states.items() if s is not State.DONE]
 
     def _retire(self, worker: str, error: str | None = None, bye: Message | None = None) -> None:
-        """Forget a worker that ended, one way or another, and tell the listener (a
-        worker closed before it ran anything, as not needed, is not reported)."""
+        """Forget a worker that ended, one way or another, and tell the listener (workers
+        started early and closed unused in :meth:`_start` do not come here)."""
         if self.states.get(worker) is not State.DONE:
             self.listener.worker_down(worker, error, bye)
         self.states[worker] = State.DONE
@@ -571,9 +571,8 @@ class Controller:
         """A worker's pytest session ended (``log``: its last output, when it ended in
         error)."""
         code = bye.get("code")
-        error = None
-        if code in SESSION_ERRORS:
-            error = f"its pytest session ended with exit code {code} ({SESSION_ERRORS[code]})"
+        error = _session_end(code) if code in SESSION_ERRORS else None
+        if error:
             self.stats.lost.append(f"{worker} ({error})")
             self._last_loss = f"{worker}: {error}" + _output_of(worker, log)
         self._retire(worker, error, bye)
@@ -590,11 +589,7 @@ class Controller:
         worker would fail alike: the run stops, with that worker's output."""
         shape = self._shape_of.get(worker)
         code = bye.get("code") if bye is not None else None
-        if code is not None:
-            how = f"its pytest session ended with exit code {code}"
-            how += f" ({SESSION_ERRORS[code]})" if code in SESSION_ERRORS else ""
-        else:
-            how = event["how"]
+        how = _session_end(code) if code is not None else event["how"]
         output = _output_of(worker, event.get("log"))
         by_itself = code is not None or event.get("code", 0) > 0
         if by_itself or (not self._ever_ready and len(self._live()) == 1):
@@ -666,6 +661,12 @@ class Controller:
                 self._final(index, earlier[-1], earlier[:-1])
             else:
                 self._final(index, Attempt("", (), lost=message, cause="not run"), [])
+
+
+def _session_end(code: int) -> str:
+    """How a worker's pytest session ended, by its exit code."""
+    meaning = f" ({SESSION_ERRORS[code]})" if code in SESSION_ERRORS else ""
+    return f"its pytest session ended with exit code {code}{meaning}"
 
 
 def _output_of(worker: str, log: str | None) -> str:

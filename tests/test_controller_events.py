@@ -108,7 +108,8 @@ EXIT: Message = {"t": "exit", "code": 0, "how": "exit code 0", "log": ""}
 
 
 def _worker(tests: Callable[[int], list[Message]]) -> Script:
-    """A worker that collects, asks for work, runs each test with ``tests`` and ends."""
+    """A worker that collects, asks for work, runs each test with ``tests`` and ends; a
+    test whose events end with ``exit`` ends the worker there."""
 
     def script(worker: str, command: Message) -> list[Message]:
         kind = command["t"]
@@ -118,6 +119,8 @@ def _worker(tests: Callable[[int], list[Message]]) -> Script:
             events: list[Message] = []
             for index in command["i"]:
                 events.extend(tests(index))
+                if events and events[-1]["t"] == "exit":
+                    return events
             return [*events, {"t": "need"}]
         if kind == "finish":
             return [BYE, EXIT]
@@ -283,25 +286,16 @@ def test_a_crash_belongs_to_its_test_and_the_run_ends(
     faulty test gets one verdict naming its crash, the run ends however many there are."""
     polls = 0
 
-    def script(worker: str, command: Message) -> list[Message]:
-        kind = command["t"]
-        if kind == "tests":
-            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
-        if kind == "run":
-            events: list[Message] = []
-            for index in command["i"]:
-                if faults[index]:
-                    crash = {"t": "exit", "code": 1, "how": "exit code 1", "log": "bye"}
-                    return [*events, _report(index, "setup", "passed"), crash]
-                events.append({"t": "end", "i": index})
-            return [*events, {"t": "need"}]
-        if kind == "finish":
-            return [BYE, EXIT]
-        return []
+    crash: Message = {"t": "exit", "code": 1, "how": "exit code 1", "log": "bye"}
+
+    def test(index: int) -> list[Message]:
+        if faults[index]:
+            return [_report(index, "setup", "passed"), crash]
+        return [{"t": "end", "i": index}]
 
     nodeids = [f"t.py::test_{i}" for i in range(len(faults))]
     controller, recorder = _controller(
-        script, nodeids, workers=workers, retry=RetryPolicy(retries=retries)
+        _worker(test), nodeids, workers=workers, retry=RetryPolicy(retries=retries)
     )
     executor = controller.executor
     poll = executor.poll
