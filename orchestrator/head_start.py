@@ -75,10 +75,11 @@ class LastCollection:
         )
 
 
-#: pytest options (by ``config.option`` name) that cannot change what is collected: where
-#: reports go, how much is printed, how tests run. Runs differing only in these share a
-#: recorded collection; any other difference (``-k``, ``-m``, paths, a plugin's option)
-#: makes them separate.
+#: pytest options (by ``config.option`` name) that cannot change what is collected, or the
+#: order it comes in: where reports go, how much is printed, how tests run (a seed of
+#: pytest-randomly does change the order, and workers run each file in this run's order).
+#: Runs differing only in these share a recorded collection; any other difference (``-k``,
+#: ``-m``, paths, a plugin's option) makes them separate.
 OUTPUT_OPTIONS = frozenset(
     (
         "basetemp",
@@ -103,8 +104,6 @@ OUTPUT_OPTIONS = frozenset(
         "no_summary",
         "pastebin",
         "quiet",
-        # pytest-randomly's seed orders the tests; it does not choose them.
-        "randomly_seed",
         "report_html",
         "report_json",
         "reportchars",

@@ -1,11 +1,17 @@
-"""Pure planning: estimate each test's duration and order the suite longest first."""
+"""Pure planning: estimate each test's duration and order the suite longest first.
+
+A plan also knows where pytest would tear fixtures down anyway between two tests that
+follow each other in collection order (a new file, class, or parameter of a fixture
+scoped to the module or class): the scheduler lets a worker join another's file only at
+such a boundary, so that no group is set up twice when it can be avoided.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Estimate for a test when nothing at all is known about the suite.
@@ -25,9 +31,17 @@ class Plan:
     #: Each test's resource class (an index into the run's distinct needs); empty when
     #: every test can run on every worker.
     classes: tuple[int, ...] = ()
+    #: Per test, the number of the fixture group it belongs to: a run of collection order
+    #: that pytest sets up once (one file, class and parameter of higher-scoped fixtures).
+    #: Tests of one group are consecutive; a new number starts a new group.
+    groups: tuple[int, ...] = ()
 
     def class_of(self, index: int) -> int:
         return self.classes[index] if self.classes else 0
+
+    def starts_group(self, index: int) -> bool:
+        """Does test ``index`` start a fixture group (pytest tears down before it)?"""
+        return index == 0 or self.groups[index] != self.groups[index - 1]
 
     @property
     def total(self) -> float:
@@ -76,16 +90,44 @@ def estimate(nodeids: Sequence[str], history: Mapping[str, float]) -> tuple[list
     return [max(0.0, e) for e in estimates], len(known_values)
 
 
+def group_key(nodeid: str) -> str:
+    """A test's fixture group as its node id shows it: its file and class."""
+    return nodeid.rsplit("::", 1)[0]
+
+
+def number_groups(keys: Sequence[Hashable]) -> tuple[int, ...]:
+    """Number the runs of equal consecutive ``keys``: 0, 0, 1, 1, 1, 2, ..."""
+    numbers: list[int] = []
+    last: Hashable = object()
+    current = -1
+    for key in keys:
+        if key != last:
+            current += 1
+            last = key
+        numbers.append(current)
+    return tuple(numbers)
+
+
 def make_plan(
-    nodeids: Sequence[str], history: Mapping[str, float], classes: Sequence[int] = ()
+    nodeids: Sequence[str],
+    history: Mapping[str, float],
+    classes: Sequence[int] = (),
+    groups: Sequence[Hashable] = (),
 ) -> Plan:
-    """Plan a run: the same inputs always give the same plan."""
+    """Plan a run: the same inputs always give the same plan.
+
+    ``nodeids`` are in pytest's collection order. ``groups`` holds each test's fixture
+    group key (see :attr:`Plan.groups`); without, file and class from the node id.
+    """
     if classes and len(classes) != len(nodeids):
         raise ValueError("one resource class per test, or none at all")
+    if groups and len(groups) != len(nodeids):
+        raise ValueError("one fixture group per test, or none at all")
     estimates, known = estimate(nodeids, history)
     # Longest first; a stable sort keeps equal estimates in collection order, reversed too.
     order = sorted(range(len(nodeids)), key=estimates.__getitem__, reverse=True)
-    return Plan(tuple(nodeids), tuple(estimates), tuple(order), known, tuple(classes))
+    numbers = number_groups(groups or [group_key(n) for n in nodeids])
+    return Plan(tuple(nodeids), tuple(estimates), tuple(order), known, tuple(classes), numbers)
 
 
 def auto_workers(plan: Plan, cpus: int, startup_seconds: float) -> int:

@@ -31,11 +31,12 @@ nobody told about serves class 0 only, which is every test of a plain run.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from orchestrator.planner import Plan
+from orchestrator.planner import Plan, group_key, number_groups
 
 #: The queue's remaining work is split in this many batches per worker, at least.
 CHUNKS_PER_WORKER = 3
@@ -59,15 +60,22 @@ def file_of(nodeid: str) -> str:
 
 
 class _Queue:
-    """One resource class's queued tests, longest first overall and per file.
+    """One resource class's queued tests: longest first overall, and per file in
+    collection order (a plan's indices are in collection order).
 
-    Entries carry a generation: taking a test or queueing it again makes the entries
-    elsewhere stale, and stale entries are dropped when they reach a head.
+    ``main`` entries carry a generation: taking a test or queueing it again makes its
+    entry there stale, and stale entries are dropped when they reach the head. A file's
+    list is sorted and never shrinks: taken tests stay in it (``queued`` says which are
+    live) and ``head`` skips those at its front.
     """
 
     def __init__(self) -> None:
         self.main: deque[tuple[int, int]] = deque()
-        self.by_file: dict[int, deque[tuple[int, int]]] = {}
+        #: Per file, its tests longest first (entries as in ``main``).
+        self.longest: dict[int, deque[tuple[int, int]]] = {}
+        self.by_file: dict[int, list[int]] = {}
+        #: Per file, the position in ``by_file`` before which no test is queued.
+        self.head: dict[int, int] = {}
         #: Estimated seconds queued per file.
         self.left: dict[int, float] = {}
         self.count = 0
@@ -75,13 +83,18 @@ class _Queue:
     def add(self, index: int, gen: int, file: int, seconds: float, *, front: bool = False) -> None:
         entry = (index, gen)
         self.left[file] = self.left.get(file, 0.0) + seconds
-        per_file = self.by_file.setdefault(file, deque())
+        longest = self.longest.setdefault(file, deque())
         if front:
             self.main.appendleft(entry)
-            per_file.appendleft(entry)
+            longest.appendleft(entry)
         else:
             self.main.append(entry)
-            per_file.append(entry)
+            longest.append(entry)
+        tests = self.by_file.setdefault(file, [])
+        position = bisect.bisect_left(tests, index)
+        if position == len(tests) or tests[position] != index:
+            tests.insert(position, index)
+        self.head[file] = min(self.head.get(file, 0), position)
         self.count += 1
 
 
@@ -95,7 +108,6 @@ class Scheduler:
         *,
         min_batch_seconds: float = MIN_BATCH_SECONDS,
         max_batch_tests: int = MAX_BATCH_TESTS,
-        stay_in_file: bool = True,
         entry_costs: Mapping[str, float] | None = None,
     ) -> None:
         """``entry_costs`` are earlier runs' costs of entering a file (by path), used
@@ -108,6 +120,7 @@ class Scheduler:
         #: Each test's file, as a small number.
         self._file = [files.setdefault(file_of(n), len(files)) for n in plan.nodeids]
         self._file_number = files
+        self._groups = plan.groups or number_groups([group_key(n) for n in plan.nodeids])
         #: Each test's queue generation, and whether it is queued now.
         self._gen = [0] * len(plan.nodeids)
         self._queued = [False] * len(plan.nodeids)
@@ -117,9 +130,20 @@ class Scheduler:
         #: The file of the last test each worker was given.
         self._file_at: dict[str, int] = {}
         #: How many workers are in each file (by ``_file_at``).
-        self._in_file: dict[int, int] = {}
+        self._in_file: dict[int, set[str]] = {}
         #: The classes each worker serves, in its order of preference.
         self._serves: dict[str, tuple[int, ...]] = {}
+        #: Per worker, the last test (in collection order) it was given in each file and
+        #: resource class (by ``(class, file)``): it never goes back to a test before it.
+        self._passed: dict[str, dict[tuple[int, int], int]] = {}
+        #: The last test each worker was given (in order), and each fixture group's last test.
+        self._last_given: dict[str, int] = {}
+        self._group_end: dict[int, int] = {}
+        #: Workers that asked, were given tests or were declared, and have not left.
+        self._known: set[str] = set()
+        #: Tests given against collection order: every worker that could run them had
+        #: passed them (after a worker was lost), so one of them runs them anyway.
+        self.out_of_order = 0
         #: Tests to run again, each with the workers it already failed on.
         self._retries: deque[int] = deque()
         self._queued_seconds = math.fsum(plan.estimates)
@@ -132,7 +156,6 @@ class Scheduler:
         # holds; without any recorded duration the estimates are guesses and only the
         # shrinking batch size applies (else a new suite goes out one test at a time).
         self._cap = max(plan.longest, min_batch_seconds) if plan.known else math.inf
-        self._stay = stay_in_file
         #: Per file, the longest setup phase of a test a worker entered the file with, and
         #: the shortest of one run after another test of the file: their difference is
         #: the cost of entering it (module and class fixtures built for its first test).
@@ -159,6 +182,7 @@ class Scheduler:
     def set_serves(self, worker: str, classes: Iterable[int]) -> None:
         """Declare the resource classes ``worker`` can run, most preferred first."""
         self._serves[worker] = tuple(classes)
+        self._known.add(worker)
 
     def has_work_for(self, worker: str, *, running_counts: bool) -> bool:
         """Could ``worker`` still get a test: one queued in its classes or, when
@@ -171,6 +195,11 @@ class Scheduler:
         return running_counts and any(
             self.plan.class_of(i) in classes for pending in self._assigned.values() for i in pending
         )
+
+    def passed(self, worker: str, index: int) -> bool:
+        """Was ``worker`` given test ``index`` or one after it in its file and class (so
+        that it never gets ``index`` in collection order)?"""
+        return self._passed_in(worker, self.plan.class_of(index), self._file[index]) >= index
 
     @property
     def completed(self) -> int:
@@ -206,50 +235,50 @@ class Scheduler:
         ``available`` names the workers that can still take work. A retry waits for one
         of them that it has not failed on, rather than running again where it failed.
         ``ahead``: the worker still has tests to run and asks early (see :meth:`ask_at`);
-        it gets nothing while what it holds could keep others waiting.
+        it gets nothing while what it holds could keep others waiting. Without, an
+        empty answer makes the worker tear its fixtures down: it has left its group.
         """
         if self.stopped or (ahead and not self._may_hold_more(worker)):
             return []
+        self._known.add(worker)
         retry = self._take_retry(worker, available)
         if retry is not None:
+            last = self._last_given.get(worker)
+            if last is not None and self._groups[last] != self._groups[retry]:
+                self._leave_group(worker, last)  # it runs elsewhere in between
             self._queued_seconds -= self.plan.estimates[retry]
             self._assigned.setdefault(worker, deque()).append(retry)
             return [retry]
-        cls, queue = next(
-            ((c, q) for c in self.serves(worker) if (q := self._queues.get(c)) and q.count),
-            (0, None),
-        )
-        if queue is None:
-            return []
         estimates = self.plan.estimates
         target = self._queued_seconds / (self._workers * CHUNKS_PER_WORKER)
         target = min(max(target, self._min_batch), self._cap)
-        head = self._peek(queue.main)
-        assert head is not None
         here = self._file_at.get(worker)
-        first = self._choose(worker, cls, queue, here, target) if self._stay else head
-        if first is None:
-            return []  # joining any file left would cost more than it saves: wait
+        for cls in self.serves(worker):
+            queue = self._queues.get(cls)
+            if queue is None or not queue.count:
+                continue
+            first = self._choose(worker, cls, queue, here, target)
+            if first is not None:
+                break
+        else:
+            # Joining any file left would cost more than it saves, or every test queued
+            # for it lies before where it is: wait (unless nobody else can run them).
+            return [] if ahead else self._stranded(worker, target)
         batch = [first]
         seconds = estimates[first]
-        self._take(queue, first)
+        self._take_for(worker, queue, first)
         file = self._file[first]
         while len(batch) < self._max_tests:
-            if self._stay:  # this file, else the file a new batch would start with
-                same = queue.by_file.get(file)
-                nxt = self._peek(same) if same is not None else None
-                if nxt is None:
-                    nxt = self._choose(worker, cls, queue, None)
-            else:
-                nxt = self._peek(queue.main)
+            # The rest of this file in collection order, else where a new batch would start.
+            nxt = self._after(queue, file, first)
             if nxt is None:
+                nxt = self._choose(worker, cls, queue, None, target)
+            if nxt is None or seconds + estimates[nxt] > target:
                 break
-            if seconds + estimates[nxt] > target:
-                break
-            self._take(queue, nxt)
+            self._take_for(worker, queue, nxt)
             batch.append(nxt)
             seconds += estimates[nxt]
-            file = self._file[nxt]
+            first, file = nxt, self._file[nxt]
         self._move(worker, file)
         self._queued_seconds -= seconds
         self._assigned.setdefault(worker, deque()).extend(batch)
@@ -259,11 +288,12 @@ class Scheduler:
         """Record that ``worker`` was given these tests already (a head start, see
         orchestrator.head_start), in this order; returns those that were still queued
         (the others are left alone)."""
+        self._known.add(worker)
         given: list[int] = []
         for index in indices:
             if not self._queued[index]:
                 continue
-            self._take(self._queues[self.plan.class_of(index)], index)
+            self._take_for(worker, self._queues[self.plan.class_of(index)], index)
             self._queued_seconds -= self.plan.estimates[index]
             given.append(index)
         if given:
@@ -298,76 +328,287 @@ class Scheduler:
             return True
         return self._queued_seconds >= AHEAD_QUEUE_FACTOR * held * self._workers
 
-    def _choose(
-        self, worker: str, cls: int, queue: _Queue, here: int | None, target: float = 0.0
-    ) -> int | None:
-        """The next test for a worker in file ``here``: the longest test queued, when it
-        is a long one (``target`` seconds at least: a batch of its own) or ``here`` has
-        nothing left, and entering its file (and leaving ``here``) is known to cost next
-        to nothing; else the longest left in ``here``; else in the file with the most
-        work left that no other worker is in (or that is cheap to enter); else in the
-        file with the most work left that is worth joining (see :meth:`_pays`); else
-        none. Files go longest first, as tests would."""
-        estimates = self.plan.estimates
-        entries = queue.by_file.get(here) if here is not None else None
-        same = self._peek(entries) if entries is not None else None
-        head = self._peek(queue.main)
-        long_head = (
-            head is not None
-            and self._cheap(self._file[head], head)
-            and (
-                same is None
-                or (
-                    estimates[head] >= target
-                    and estimates[head] > estimates[same]
-                    and self._cheap(here, same)
-                )
-            )
+    # -- collection order ------------------------------------------------------------
+    def _passed_in(self, worker: str, cls: int, file: int) -> int:
+        """The last test of class ``cls`` in ``file`` given to ``worker`` (-1: none)."""
+        passed = self._passed.get(worker)
+        return -1 if passed is None else passed.get((cls, file), -1)
+
+    def _front(self, queue: _Queue, file: int) -> int | None:
+        """The first test of ``file`` queued in ``queue``, in collection order."""
+        tests = queue.by_file.get(file)
+        if not tests:
+            return None
+        head, queued = queue.head.get(file, 0), self._queued
+        while head < len(tests) and not queued[tests[head]]:
+            head += 1
+        queue.head[file] = head
+        return tests[head] if head < len(tests) else None
+
+    def _after(self, queue: _Queue, file: int, index: int) -> int | None:
+        """The first test of ``file`` queued in ``queue`` after test ``index``."""
+        tests = queue.by_file.get(file)
+        if not tests or self._front(queue, file) is None:
+            return None
+        position = max(queue.head[file], bisect.bisect_right(tests, index))
+        queued = self._queued
+        while position < len(tests):
+            if queued[tests[position]]:
+                return tests[position]
+            position += 1
+        return None
+
+    def _first_for(self, cls: int, queue: _Queue, file: int, worker: str) -> int | None:
+        """The first test of ``file`` queued in class ``cls``'s ``queue`` that
+        ``worker`` may run: one after every test of that class and file it was given."""
+        return self._after(queue, file, self._passed_in(worker, cls, file))
+
+    def _reachable(self, index: int, cls: int, file: int, but: str | None = None) -> bool:
+        """Can a worker (other than ``but``) still run queued test ``index`` in order:
+        one that serves its class and has not passed it, or one not heard of yet?"""
+        unheard = self._workers - len(self._known)
+        if cls == 0 and unheard > 0:
+            return True
+        return any(
+            other != but and cls in self.serves(other) and self._passed_in(other, cls, file) < index
+            for other in self._known
         )
-        if long_head:
-            return head
+
+    def _may_skip(
+        self, worker: str, cls: int, queue: _Queue, file: int, start: int, *, within: bool = False
+    ) -> bool:
+        """May ``worker`` start at test ``start`` of ``file`` (class ``cls``), passing the
+        queued tests before it there? Only if another worker can still run them in order
+        (``within``: one that is in the file now, so that nobody enters it for them)."""
+        skipped = self._first_for(cls, queue, file, worker)
+        if skipped is None or skipped >= start:
+            return True
+        if not within:
+            return self._reachable(skipped, cls, file, worker)
+        return self._others_in(worker, cls, file, skipped) > 0
+
+    def _join_at(
+        self, worker: str, cls: int, queue: _Queue, file: int, first: int, target: float
+    ) -> int | None:
+        """Where ``worker`` joins a file other workers are in: at the next start of a
+        fixture group (the others finish theirs), when what it leaves them is at most a
+        batch and they can run it; else at ``first``, the first test it may run, splitting
+        a group, when the group's queued rest is worth sharing (see :meth:`_pays`, with at
+        least a minimum batch for entering); else nowhere."""
+        estimates, queued, groups = self.plan.estimates, self._queued, self._groups
+        tests = queue.by_file[file]
+        start = bisect.bisect_left(tests, first)
+        left = 0.0
+        for index in tests[start:]:
+            if not queued[index]:
+                continue
+            if self._starts_group(index):
+                if index == first or self._may_skip(worker, cls, queue, file, index):
+                    return index
+                break
+            left += estimates[index]
+            if left > target:
+                break
+        rest = 0.0
+        for index in tests[start:]:
+            if groups[index] != groups[first]:
+                break
+            if queued[index]:
+                rest += estimates[index]
+        others = max(1, self._others_in(worker, cls, file, first))
+        if rest / (others + 1) < self._min_batch / 2:
+            return None  # its share would be less than half a batch: not worth a split
+        return first if self._pays(file, others, rest) else None
+
+    def _starts_group(self, index: int) -> bool:
+        """Does test ``index`` start a fixture group (pytest tears down before it)?"""
+        groups = self._groups
+        return index == 0 or groups[index] != groups[index - 1]
+
+    def _may_leave(self, worker: str, index: int, target: float) -> bool:
+        """May ``worker`` go to test ``index``? If that leaves the fixture group it is in
+        with tests of it queued, only when they add up to a batch at least (else it
+        finishes the group first) and another worker can still run them in order."""
+        last = self._last_given.get(worker)
+        if last is None or self._groups[last] == self._groups[index]:
+            return True
+        cls, file = self.plan.class_of(last), self._file[last]
+        queue = self._queues.get(cls)
+        rest = None if queue is None else self._after(queue, file, last)
+        if queue is None or rest is None or self._groups[rest] != self._groups[last]:
+            return True
+        left = 0.0
+        following: int | None = rest
+        while following is not None and self._groups[following] == self._groups[last]:
+            left += self.plan.estimates[following]
+            if left >= target:
+                return self._reachable(rest, cls, file, worker)
+            following = self._after(queue, file, following)
+        return False
+
+    def _take_for(self, worker: str, queue: _Queue, index: int) -> None:
+        """Take test ``index`` from ``queue`` for ``worker``, which passes it (and the
+        rest of the fixture group it was in, if ``index`` is in another one)."""
+        self._take(queue, index)
+        last = self._last_given.get(worker)
+        if last is not None and self._groups[last] != self._groups[index]:
+            self._leave_group(worker, last)
+        self._last_given[worker] = index
+        self._pass(worker, index, index)
+
+    def _pass(self, worker: str, index: int, last: int) -> None:
+        """``worker`` never gets a test of ``index``'s file and class up to ``last``."""
+        passed = self._passed.setdefault(worker, {})
+        key = (self.plan.class_of(index), self._file[index])
+        if passed.get(key, -1) < last:
+            passed[key] = last
+
+    def _leave_group(self, worker: str, index: int) -> None:
+        """``worker`` left the fixture group of test ``index`` (pytest tore it down):
+        it never comes back to it."""
+        group, groups = self._groups[index], self._groups
+        end = self._group_end.get(group)
+        if end is None:
+            end = index
+            while end + 1 < len(groups) and groups[end + 1] == group:
+                end += 1
+            self._group_end[group] = end
+        self._pass(worker, index, end)
+
+    def _stranded(self, worker: str, target: float) -> list[int]:
+        """``worker`` gets nothing in order: it tears its fixtures down, leaving its
+        fixture group for good. Tests that no worker can run in order any more (each one
+        serving their class passed them: a worker was lost) are given to it anyway."""
+        last = self._last_given.get(worker)
+        if last is not None:
+            self._leave_group(worker, last)
+        estimates = self.plan.estimates
+        for cls in self.serves(worker):
+            queue = self._queues.get(cls)
+            if queue is None or not queue.count:
+                continue
+            for file in list(queue.by_file):
+                index = self._front(queue, file)
+                if index is None or self._reachable(index, cls, file):
+                    continue
+                batch: list[int] = []
+                seconds = 0.0
+                while index is not None and not self._reachable(index, cls, file):
+                    if batch and (
+                        seconds + estimates[index] > target or len(batch) >= self._max_tests
+                    ):
+                        break
+                    self._take(queue, index)
+                    batch.append(index)
+                    seconds += estimates[index]
+                    index = self._after(queue, file, index)
+                self.out_of_order += len(batch)
+                self._queued_seconds -= seconds
+                self._assigned.setdefault(worker, deque()).extend(batch)
+                return batch
+        return []
+
+    # -- choosing where to go --------------------------------------------------------
+    def _choose(
+        self, worker: str, cls: int, queue: _Queue, here: int | None, target: float
+    ) -> int | None:
+        """The next test for a worker in file ``here``, always one after every test of
+        its file (and class) it was given before.
+
+        The longest test queued, when it is a long one (``target`` seconds at least: a
+        batch of its own) longer than the worker's next one in ``here``, entering its
+        file (and leaving ``here``) is known to cost next to nothing, and every test it
+        passes or leaves can still run in order elsewhere; else the next one in ``here``,
+        or a long one further on when another worker in the file can run those before it;
+        else the first one in the file with the most work left that no other worker is
+        in; else in a file others are in, cheap to enter or worth joining (see
+        :meth:`_pays`), where :meth:`_join_at` says; else none.
+        """
+        estimates = self.plan.estimates
+        same = self._first_for(cls, queue, here, worker) if here is not None else None
+        head = self._peek(queue.main)
+        if head is not None and head != same and self._cheap(self._file[head], head):
+            long_head = estimates[head] >= target and (
+                same is None or (estimates[head] > estimates[same] and self._cheap(here, same))
+            )
+            file = self._file[head]
+            if (
+                long_head
+                and head > self._passed_in(worker, cls, file)
+                and self._may_skip(worker, cls, queue, file, head)
+                and self._may_leave(worker, head, target)
+            ):
+                return head
         if same is not None:
+            assert here is not None
+            longest = self._peek(queue.longest[here])
+            if (
+                longest is not None
+                and estimates[longest] >= target
+                and estimates[longest] > estimates[same]
+                and longest > same
+                and self._may_skip(worker, cls, queue, here, longest, within=True)
+                and self._may_leave(worker, longest, target)
+            ):
+                return longest  # a long one: the others in this file run those before it
             return same
         best: tuple[float, int] | None = None  # (work left, first test) of the best file
         best_any: tuple[float, int] | None = None
+        starts: dict[int, int] = {}  # where to start in a cheap file others are in
         in_file, mine = self._in_file, self._file_at.get(worker)
         for file, left in list(queue.left.items()):
             if best is not None and left < best[0]:
                 continue
-            candidate = self._peek(queue.by_file[file])
+            if self._front(queue, file) is None:
+                del queue.by_file[file], queue.left[file], queue.head[file]
+                del queue.longest[file]
+                continue
+            candidate = self._first_for(cls, queue, file, worker)
             if candidate is None:
-                del queue.by_file[file], queue.left[file]
                 continue
             key = (left, -candidate)
             if best is not None and key <= best:
                 continue
-            others = in_file.get(file, 0) - (file == mine)
-            if others and len(self._queues) > 1:
-                others = self._others_in(worker, cls, file)
-            if not others or self._cheap(file, candidate):
+            others = len(in_file.get(file, ())) - (file == mine)
+            if others:
+                others = self._others_in(worker, cls, file, candidate)
+            if not others:
                 best = key
+            elif self._cheap(file, candidate):
+                # Free to enter, but a fixture group is split only where that is worth it.
+                start = self._join_at(worker, cls, queue, file, candidate, target)
+                if start is not None:
+                    best, starts[-key[1]] = key, start
             elif (best_any is None or key > best_any) and self._pays(file, others, key[0]):
                 best_any = key
-        chosen = best if best is not None else best_any
-        return None if chosen is None else -chosen[1]
+        if best is not None:
+            return starts.get(-best[1], -best[1])
+        if best_any is None:
+            return None
+        first = -best_any[1]
+        return self._join_at(worker, cls, queue, self._file[first], first, target)
 
     def _move(self, worker: str, file: int | None) -> None:
         """Record that ``worker`` is now in ``file`` (``None``: in none)."""
         old = self._file_at.pop(worker, None)
         if old is not None:
-            self._in_file[old] -= 1
+            self._in_file[old].discard(worker)
         if file is not None:
             self._file_at[worker] = file
-            self._in_file[file] = self._in_file.get(file, 0) + 1
+            self._in_file.setdefault(file, set()).add(worker)
 
-    def _others_in(self, worker: str, cls: int, file: int) -> int:
-        """How many other workers that serve class ``cls`` are in ``file``."""
+    def _others_in(self, worker: str, cls: int, file: int, index: int) -> int:
+        """How many other workers that serve class ``cls`` are in ``file`` and can still
+        run its test ``index`` in order."""
         return sum(
             1
-            for other, at in self._file_at.items()
-            if at == file and other != worker and cls in self.serves(other)
+            for other in self._in_file.get(file, ())
+            if other != worker
+            and cls in self.serves(other)
+            and self._passed_in(other, cls, file) < index
         )
 
+    # -- entry costs -----------------------------------------------------------------
     def entry_cost(self, path: str) -> float:
         """Seconds a worker spends entering the test file ``path`` beyond a test's usual
         setup, as learnt so far in this run (0.0 when nothing is known)."""
@@ -414,28 +655,35 @@ class Scheduler:
         cost = self._entry_cost(file)
         return cost <= 0.0 or cost < left / (others * (others + 1))
 
+    # -- the queues ------------------------------------------------------------------
     def _fill(self) -> None:
-        """Queue every test in plan order: :meth:`_enqueue` for each, done in bulk (a
-        million tests are queued in about a second)."""
+        """Queue every test: :meth:`_enqueue` for each, done in bulk (a million tests
+        are queued in about a second)."""
         plan, files, estimates = self.plan, self._file, self.plan.estimates
         classes = plan.classes or (0,) * len(plan.nodeids)
         self._gen = [1] * len(plan.nodeids)
         self._queued = [True] * len(plan.nodeids)
-        entries: dict[int, list[tuple[int, int]]] = {}
         for index in plan.order:
-            entries.setdefault(classes[index], []).append((index, 1))
-        for cls, queued in entries.items():
-            queue = self._queues[cls] = _Queue()
-            queue.main.extend(queued)
-            queue.count = len(queued)
-            by_file, left = queue.by_file, queue.left
-            for entry in queued:
-                file = files[entry[0]]
-                per_file = by_file.get(file)
-                if per_file is None:
-                    per_file = by_file[file] = deque()
-                per_file.append(entry)
-                left[file] = left.get(file, 0.0) + estimates[entry[0]]
+            queue = self._queues.get(classes[index])
+            if queue is None:
+                queue = self._queues[classes[index]] = _Queue()
+            entry = (index, 1)
+            queue.main.append(entry)
+            longest = queue.longest.get(files[index])
+            if longest is None:
+                longest = queue.longest[files[index]] = deque()
+            longest.append(entry)
+        for index in range(len(plan.nodeids)):  # per file, in collection order
+            queue = self._queues[classes[index]]
+            file = files[index]
+            tests = queue.by_file.get(file)
+            if tests is None:
+                tests = queue.by_file[file] = []
+                queue.head[file] = 0
+                queue.left[file] = 0.0
+            tests.append(index)
+            queue.left[file] += estimates[index]
+            queue.count += 1
 
     def _enqueue(self, index: int, *, front: bool = False) -> None:
         self._gen[index] += 1
@@ -460,8 +708,12 @@ class Scheduler:
         if file in queue.left:
             queue.left[file] -= self.plan.estimates[index]
 
+    # -- retries, losses and the end -------------------------------------------------
     def _take_retry(self, worker: str, available: Collection[str]) -> int | None:
-        """A retry for ``worker``: one it has not failed on, else one no one else can take."""
+        """A retry for ``worker``: one it has not failed on, else one no one else can take.
+
+        Retries are the one exception to collection order: a test runs again wherever
+        a worker is free, after whatever that worker ran before."""
         classes = self.serves(worker)
         for position, index in enumerate(self._retries):
             cls = self.plan.class_of(index)
@@ -504,24 +756,31 @@ class Scheduler:
                 self._staying[file] = min(self._staying.get(file, math.inf), setup_seconds)
             self._warm.add(worker)
 
+    def _forget(self, worker: str) -> None:
+        self._workers = max(1, self._workers - 1)
+        self._serves.pop(worker, None)
+        self._passed.pop(worker, None)
+        self._last_given.pop(worker, None)
+        self._known.discard(worker)
+        self._move(worker, None)
+
     def worker_lost(self, worker: str) -> tuple[int | None, list[int]]:
         """Forget ``worker``: return the test it was running and requeue the rest.
 
         The test that was running is *not* requeued; the caller decides what it becomes
-        (an error now, a retry later).
+        (an error now, a retry later). The rest go back to where they were in collection
+        order, for a worker that has not passed them (a replacement has passed nothing).
         """
         pending = self._assigned.pop(worker, deque())
         running = pending.popleft() if pending else None
         if running is not None:
             self._done.add(running)
+        self._forget(worker)
         self.requeue(pending)
-        self._workers = max(1, self._workers - 1)
-        self._serves.pop(worker, None)
-        self._move(worker, None)
         return running, list(pending)
 
     def requeue(self, indices: Iterable[int]) -> None:
-        """Put tests back at the head of the queue, keeping their relative order."""
+        """Put tests back in the queue, first among tests as long as they are."""
         items = list(indices)
         for index in reversed(items):
             self._enqueue(index, front=True)
@@ -547,7 +806,5 @@ class Scheduler:
 
         After a stop these are the tests a worker skipped; otherwise the list is empty.
         """
-        self._workers = max(1, self._workers - 1)
-        self._serves.pop(worker, None)
-        self._move(worker, None)
+        self._forget(worker)
         return list(self._assigned.pop(worker, ()))

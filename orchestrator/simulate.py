@@ -92,6 +92,9 @@ class _Run:
         self.makespan = 0.0
         self.events: list[tuple[float, int, str, int, Any]] = []
         self.seq = 0
+        #: Workers told to wait: nothing for them now, but tests are still queued (they
+        #: lie before where the worker is in their file). They ask again as tests end.
+        self.parked: set[int] = set()
 
     def push(self, when: float, kind: str, worker: int, data: Any = None) -> None:
         self.seq += 1
@@ -119,6 +122,11 @@ class _Run:
                     self.out_of_work(now, w)
             else:  # "end"
                 self.end(now, w, data)
+                for parked in sorted(self.parked):
+                    self.parked.discard(parked)
+                    self.push(now, "need", parked, False)
+        if self.sched.queued:
+            raise RuntimeError(f"{self.sched.queued} tests were never given to a worker")
         runs = tuple(tuple(r) for r in self.runs)
         return Simulation(self.makespan, tuple(self.busy), self.dispatches, runs, self.setups)
 
@@ -129,6 +137,8 @@ class _Run:
             self.push(now + self.latency, "run", w, (batch, self.sched.ask_at(batch)))
         elif early:
             self.push(now + self.latency, "later", w)
+        elif self.sched.queued and any(self.running):
+            self.parked.add(w)
         else:  # nothing left for this worker
             self.makespan = max(self.makespan, now)
 

@@ -50,9 +50,10 @@ def test_the_longest_tests_start_first_and_each_worker_gets_its_budget() -> None
     start = plan_head_start(_collection(durations, seconds=0.4), durations, 2)
     assert start is not None
     per_worker = _guessed_by_worker(start)
-    # Longest first, as the scheduler hands them out (the second worker keeps out of the
-    # file the first one is in: nothing says entering it is cheap).
-    assert per_worker[0][0] == "test_long.py::test_long[1]"
+    # As the scheduler hands them out: the file with the most work first, in collection
+    # order (the second worker keeps out of the file the first one is in: nothing says
+    # entering it is cheap).
+    assert per_worker[0][0] == "test_long.py::test_long[0]"
     budget = 0.4 * head_start.BUDGET_FACTOR + head_start.MARGIN_SECONDS
     for tests in per_worker:
         assert sum(durations[t] for t in tests) >= budget

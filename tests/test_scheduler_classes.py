@@ -253,28 +253,44 @@ def test_every_test_dispatched_once_to_a_worker_serving_its_class(
     names = [f"w{i}" for i in range(len(serves))]
     for name, own in zip(names, serves, strict=True):
         sched.set_serves(name, own)
-    undispatched = {c: classes.count(c) for c in set(classes)}
     dispatched: list[int] = []
-    ready = [(0.0, w) for w in range(len(names))]
+
+    def left_to(worker: int, cls: int) -> list[int]:
+        """Tests of class ``cls`` not dispatched yet that ``worker`` may still run."""
+        done = set(dispatched)
+        return [
+            i
+            for i in range(len(durations))
+            if classes[i] == cls and i not in done and not sched.passed(names[worker], i)
+        ]
+
+    # Workers by (when they ask, in which turn, which): one that waits asks after the
+    # others that are due at the same time.
+    ready = [(0.0, w, w) for w in range(len(names))]
+    turn = len(names)
     while ready:
-        now, w = heapq.heappop(ready)
+        now, _, w = heapq.heappop(ready)
         batch = sched.next_batch(names[w])
+        turn += 1
         if not batch:
-            # Nothing left for it: every class it serves is drained.
-            assert all(undispatched.get(c, 0) == 0 for c in serves[w])
+            # Nothing left for it: every class it serves is drained, but for tests it
+            # passed in collection order; another worker runs those.
+            assert all(not left_to(w, c) for c in serves[w])
+            if sched.queued:
+                assert ready, "tests are queued that no worker can run"
+                heapq.heappush(ready, (max(ready)[0], turn, w))  # it waits: asks again
             continue
         batch_classes = {classes[i] for i in batch}
         assert len(batch_classes) == 1
         (cls,) = batch_classes
         assert cls in serves[w]
-        # It prefers its classes in order: all the ones before this one are drained.
+        # It prefers its classes in order: nothing it may run is left of the ones before.
         for earlier in serves[w][: serves[w].index(cls)]:
-            assert undispatched.get(earlier, 0) == 0
-        undispatched[cls] -= len(batch)
+            assert not left_to(w, earlier)
         dispatched.extend(batch)
         for index in batch:
             sched.finished(names[w], index)
-        heapq.heappush(ready, (now + sum(durations[i] for i in batch), w))
+        heapq.heappush(ready, (now + sum(durations[i] for i in batch), turn, w))
     assert sorted(dispatched) == list(range(len(durations)))
     assert sched.queued == 0
     assert sched.completed == len(durations)

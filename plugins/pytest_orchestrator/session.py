@@ -57,6 +57,7 @@ from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
 from orchestrator.run_report import failure_message
 from orchestrator.shipping import needs_shipping, plan_shipment
+from pytest_orchestrator.groups import fixture_group
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
@@ -385,7 +386,8 @@ class RaySession:
             if shapes:
                 needs = [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in self.items]
                 classes = [distinct.index(n) for n in needs]
-            plan = make_plan([item.nodeid for item in self.items], history, classes)
+            groups = [fixture_group(item) for item in self.items]
+            plan = make_plan([item.nodeid for item in self.items], history, classes, groups)
             workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
             given = self._guesses_kept(early, plan)
             self.plan = plan
