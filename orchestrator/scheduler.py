@@ -144,6 +144,10 @@ class Scheduler:
         #: Tests given against collection order: every worker that could run them had
         #: passed them (after a worker was lost), so one of them runs them anyway.
         self.out_of_order = 0
+        #: Counts what may give a waiting worker work: tests queued again, a worker
+        #: leaving a file or the run. A worker told "nothing now" need not ask again
+        #: before it changes.
+        self.changes = 0
         #: Tests to run again, each with the workers it already failed on.
         self._retries: deque[int] = deque()
         self._queued_seconds = math.fsum(plan.estimates)
@@ -385,21 +389,42 @@ class Scheduler:
             return True
         if not within:
             return self._reachable(skipped, cls, file, worker)
-        return self._others_in(worker, cls, file, skipped) > 0
+        return self._other_in(worker, cls, file, skipped)
 
     def _join_at(
-        self, worker: str, cls: int, queue: _Queue, file: int, first: int, target: float
+        self,
+        worker: str,
+        cls: int,
+        queue: _Queue,
+        file: int,
+        first: int,
+        target: float,
+        others: int,
     ) -> int | None:
+        longest = self._peek(queue.longest[file])
+        if (
+            longest is not None
+            and longest > first
+            and self.plan.estimates[longest] >= target
+            and self.plan.estimates[longest] > self.plan.estimates[first]
+            and self._may_skip(worker, cls, queue, file, longest, within=True)
+        ):
+            return longest  # a long one, a batch of its own: the others run those before it
         """Where ``worker`` joins a file other workers are in: at the next start of a
         fixture group (the others finish theirs), when what it leaves them is at most a
         batch and they can run it; else at ``first``, the first test it may run, splitting
         a group, when the group's queued rest is worth sharing (see :meth:`_pays`, with at
-        least a minimum batch for entering); else nowhere."""
+        least a minimum batch for entering); else nowhere. ``others``: the workers in
+        the file that can still run ``first``."""
         estimates, queued, groups = self.plan.estimates, self._queued, self._groups
+        others = max(1, others)
+        least = max(self._min_batch / 2 * (others + 1), 0.0)
+        worth = queue.left.get(file, 0.0) >= least  # its share of the rest is worth it
         tests = queue.by_file[file]
         start = bisect.bisect_left(tests, first)
         left = 0.0
-        for index in tests[start:]:
+        for position in range(start, len(tests)):
+            index = tests[position]
             if not queued[index]:
                 continue
             if self._starts_group(index):
@@ -409,14 +434,16 @@ class Scheduler:
             left += estimates[index]
             if left > target:
                 break
+        if not worth:
+            return None
         rest = 0.0
-        for index in tests[start:]:
+        for position in range(start, len(tests)):
+            index = tests[position]
             if groups[index] != groups[first]:
                 break
             if queued[index]:
                 rest += estimates[index]
-        others = max(1, self._others_in(worker, cls, file, first))
-        if rest / (others + 1) < self._min_batch / 2:
+        if rest < least:
             return None  # its share would be less than half a batch: not worth a split
         return first if self._pays(file, others, rest) else None
 
@@ -474,6 +501,7 @@ class Scheduler:
                 end += 1
             self._group_end[group] = end
         self._pass(worker, index, end)
+        self.changes += 1
 
     def _stranded(self, worker: str, target: float) -> list[int]:
         """``worker`` gets nothing in order: it tears its fixtures down, leaving its
@@ -552,60 +580,58 @@ class Scheduler:
             ):
                 return longest  # a long one: the others in this file run those before it
             return same
-        best: tuple[float, int] | None = None  # (work left, first test) of the best file
-        best_any: tuple[float, int] | None = None
-        starts: dict[int, int] = {}  # where to start in a cheap file others are in
-        in_file, mine = self._in_file, self._file_at.get(worker)
+        # Files with the most work left first (ties: the earlier in collection order).
+        files: list[tuple[float, int, int]] = []
         for file, left in list(queue.left.items()):
-            if best is not None and left < best[0]:
-                continue
-            if self._front(queue, file) is None:
+            front = self._front(queue, file)
+            if front is None:
                 del queue.by_file[file], queue.left[file], queue.head[file]
                 del queue.longest[file]
-                continue
+            else:
+                files.append((-left, front, file))
+        files.sort()
+        joinable: tuple[int, int, int] | None = None  # (file, first test, others)
+        in_file, mine = self._in_file, self._file_at.get(worker)
+        for minus_left, _, file in files:
             candidate = self._first_for(cls, queue, file, worker)
             if candidate is None:
                 continue
-            key = (left, -candidate)
-            if best is not None and key <= best:
-                continue
             others = len(in_file.get(file, ())) - (file == mine)
-            if others:
-                others = self._others_in(worker, cls, file, candidate)
+            if others and not self._other_in(worker, cls, file, candidate):
+                others = 0  # those in it passed this test: as good as a free file
             if not others:
-                best = key
-            elif self._cheap(file, candidate):
+                return candidate
+            if self._cheap(file, candidate):
                 # Free to enter, but a fixture group is split only where that is worth it.
-                start = self._join_at(worker, cls, queue, file, candidate, target)
+                start = self._join_at(worker, cls, queue, file, candidate, target, others)
                 if start is not None:
-                    best, starts[-key[1]] = key, start
-            elif (best_any is None or key > best_any) and self._pays(file, others, key[0]):
-                best_any = key
-        if best is not None:
-            return starts.get(-best[1], -best[1])
-        if best_any is None:
+                    return start
+            elif joinable is None and self._pays(file, others, -minus_left):
+                joinable = (file, candidate, others)
+        if joinable is None:
             return None
-        first = -best_any[1]
-        return self._join_at(worker, cls, queue, self._file[first], first, target)
+        file, first, others = joinable
+        return self._join_at(worker, cls, queue, file, first, target, others)
 
     def _move(self, worker: str, file: int | None) -> None:
         """Record that ``worker`` is now in ``file`` (``None``: in none)."""
         old = self._file_at.pop(worker, None)
+        if old != file:
+            self.changes += 1
         if old is not None:
             self._in_file[old].discard(worker)
         if file is not None:
             self._file_at[worker] = file
             self._in_file.setdefault(file, set()).add(worker)
 
-    def _others_in(self, worker: str, cls: int, file: int, index: int) -> int:
-        """How many other workers that serve class ``cls`` are in ``file`` and can still
-        run its test ``index`` in order."""
-        return sum(
-            1
-            for other in self._in_file.get(file, ())
-            if other != worker
+    def _other_in(self, worker: str, cls: int, file: int, index: int) -> bool:
+        """Is another worker that serves class ``cls`` in ``file``, able to run its test
+        ``index`` in order?"""
+        return any(
+            other != worker
             and cls in self.serves(other)
             and self._passed_in(other, cls, file) < index
+            for other in self._in_file.get(file, ())
         )
 
     # -- entry costs -----------------------------------------------------------------
@@ -733,6 +759,7 @@ class Scheduler:
         self._done.discard(index)
         self._retries.append(index)
         self._queued_seconds += self.plan.estimates[index]
+        self.changes += 1
 
     def finished(self, worker: str, index: int, setup_seconds: float | None = None) -> None:
         """``worker`` reported the last phase of test ``index``; ``setup_seconds`` is its
@@ -782,6 +809,7 @@ class Scheduler:
     def requeue(self, indices: Iterable[int]) -> None:
         """Put tests back in the queue, first among tests as long as they are."""
         items = list(indices)
+        self.changes += 1
         for index in reversed(items):
             self._enqueue(index, front=True)
         self._queued_seconds += math.fsum(self.plan.estimates[i] for i in items)

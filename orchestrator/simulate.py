@@ -92,9 +92,9 @@ class _Run:
         self.makespan = 0.0
         self.events: list[tuple[float, int, str, int, Any]] = []
         self.seq = 0
-        #: Workers told to wait: nothing for them now, but tests are still queued (they
-        #: lie before where the worker is in their file). They ask again as tests end.
-        self.parked: set[int] = set()
+        #: Workers told to wait (nothing for them now, but tests are still queued), with
+        #: the scheduler's count of changes then: they ask again once it changed.
+        self.parked: dict[int, int] = {}
 
     def push(self, when: float, kind: str, worker: int, data: Any = None) -> None:
         self.seq += 1
@@ -122,9 +122,10 @@ class _Run:
                     self.out_of_work(now, w)
             else:  # "end"
                 self.end(now, w, data)
-                for parked in sorted(self.parked):
-                    self.parked.discard(parked)
-                    self.push(now, "need", parked, False)
+                for parked, seen in sorted(self.parked.items()):
+                    if seen != self.sched.changes or not any(self.running):
+                        del self.parked[parked]
+                        self.push(now, "need", parked, False)
         if self.sched.queued:
             raise RuntimeError(f"{self.sched.queued} tests were never given to a worker")
         runs = tuple(tuple(r) for r in self.runs)
@@ -138,7 +139,7 @@ class _Run:
         elif early:
             self.push(now + self.latency, "later", w)
         elif self.sched.queued and any(self.running):
-            self.parked.add(w)
+            self.parked[w] = self.sched.changes
         else:  # nothing left for this worker
             self.makespan = max(self.makespan, now)
 

@@ -312,19 +312,19 @@ def test_staying_in_a_file_keeps_the_greedy_bound(durations: list[float], worker
     assert ran == list(range(len(durations)))
 
 
-def test_a_thousand_workers_stay_busy_on_a_heavy_tailed_suite() -> None:
-    # Efficiency >= 0.95 with 1,000 workers (simulated time, a 2 ms round trip per
-    # dispatch) on a log-normal suite whose longest test is shorter than one worker's share
-    # (python -m benchmarks.scale runs the same with a million tests).
+def test_hundreds_of_workers_stay_busy_on_a_heavy_tailed_suite() -> None:
+    # Efficiency >= 0.95 with 400 workers (simulated time, a 2 ms round trip per dispatch)
+    # on a log-normal suite whose longest test is shorter than one worker's share
+    # (python -m benchmarks.scale runs the same with more tests and workers).
     from benchmarks.scale import suite
 
-    nodeids, history = suite(60_000)
+    nodeids, history = suite(24_000)
     plan = make_plan(nodeids, {n: min(v, 2.0) for n, v in history.items()})
-    assert plan.longest < plan.total / 1000
+    assert plan.longest < plan.total / 400
     # Nothing known about entering the files: about eight workers share each, and one
     # passes tests to reach a long one only where another worker in the file can run
     # them in order.
-    result = simulate(plan, 1000, latency=0.002)
+    result = simulate(plan, 400, latency=0.002)
     assert result.efficiency >= 0.95
     assert sorted(i for run in result.runs for i in run) == list(range(len(nodeids)))
 
