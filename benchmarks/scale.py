@@ -1,6 +1,6 @@
 """Scheduler scaling, simulated: the real planner and scheduler, no Ray and no pytest.
 
-    python -m benchmarks.scale [--tests 1000000] [--workers 1000] [--latency 0.002]
+    python -m benchmarks.scale [--tests 60000] [--workers 1000] [--latency 0.002]
 
 Builds a heavy-tailed suite (log-normal durations, 500 tests per file, 50 files per
 directory) with recorded durations for every test, then measures on this machine:
@@ -35,7 +35,7 @@ def suite(tests: int, seed: int = 7) -> tuple[list[str], dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=1_000_000)
+    parser.add_argument("--tests", type=int, default=60_000)
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.002, help="seconds per dispatch")
     args = parser.parse_args()
