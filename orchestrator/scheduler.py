@@ -555,15 +555,34 @@ class Scheduler:
         estimates = self.plan.estimates
         same = self._first_for(cls, queue, here, worker) if here is not None else None
         head = self._peek(queue.main)
-        if head is not None and head != same and self._cheap(self._file[head], head):
-            long_head = estimates[head] >= target and (
-                same is None or (estimates[head] > estimates[same] and self._cheap(here, same))
-            )
+        if head is not None and head != same and estimates[head] >= target:
             file = self._file[head]
+            if self._cheap(file, head):
+                long_head = same is None or (
+                    estimates[head] > estimates[same] and self._cheap(here, same)
+                )
+                within = False
+            else:
+                # Entering it may cost: only a worker that is out of work, while the queue
+                # holds plenty (nobody runs dry for the tests it passes), for a long test in
+                # a file of long tests (half a batch each on average) that one other worker
+                # is in (it runs those before it), whose cost is not known to be more than
+                # nothing.
+                others = len(self._in_file.get(file, ()))
+                plenty = AHEAD_QUEUE_FACTOR * estimates[head] * self._workers
+                entries = len(queue.by_file[file]) - queue.head[file]  # queued, at most
+                long_head = (
+                    same is None
+                    and others == 1
+                    and self._queued_seconds >= plenty
+                    and queue.left[file] >= entries * target / 2
+                    and self._pays(file, others, 0.0)
+                )
+                within = True
             if (
                 long_head
                 and head > self._passed_in(worker, cls, file)
-                and self._may_skip(worker, cls, queue, file, head)
+                and self._may_skip(worker, cls, queue, file, head, within=within)
                 and self._may_leave(worker, head, target)
             ):
                 return head
