@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -321,6 +322,9 @@ class RayExecutor:
             # Ray runs its workers at nice 15; our test processes should compete with
             # nothing at a disadvantage, as they would under plain pytest.
             os.environ.setdefault("RAY_worker_niceness", "0")
+            temp_dir = ray_temp_dir()
+            if temp_dir is not None:
+                quiet["_temp_dir"] = temp_dir
             with _driver_settings():
                 ray.init(
                     # A new instance, even where `ray start` left the address of its own
@@ -546,6 +550,23 @@ class RayExecutor:
 #: buffer of task events (what Ray's dashboard lists as tasks) holds ``ray.shutdown`` for
 #: a quarter of a second or more while it flushes; a run's driver submits only its
 #: workers' polls, which nobody looks up there.
+#: The longest directory a Ray instance's session files fit under: its sockets
+#: (``session_<date>_<time>_<pid>/sockets/plasma_store``, 61 characters and more) must
+#: stay within the 107 bytes of a Unix socket's path.
+RAY_TEMP_MAX = 40
+
+
+def ray_temp_dir(tempdir: str | None = None, uid: int | None = None) -> str | None:
+    """Where a Ray instance this program starts keeps its session files: None (Ray's
+    default, ``ray`` under the temporary directory) while that path is short enough for
+    Ray's sockets, else a directory of this user's own under ``/tmp``. Only Ray's files
+    move: the tests still see the user's ``TMPDIR``."""
+    default = os.path.join(tempdir or tempfile.gettempdir(), "ray")
+    if len(default) <= RAY_TEMP_MAX:
+        return None
+    return f"/tmp/ray-{os.getuid() if uid is None else uid}"
+
+
 DRIVER_SETTINGS = {"RAY_task_events_report_interval_ms": "0"}
 
 
@@ -607,6 +628,9 @@ def start_local_head(
     options: dict[str, Any] = {"num_cpus": cpus, "resources": dict(resources)}
     if gpus is not None:
         options["num_gpus"] = gpus
+    temp_dir = ray_temp_dir()
+    if temp_dir is not None:
+        options["_temp_dir"] = temp_dir
     ray.init(
         address="local",  # never the cluster `ray start` may have recorded
         include_dashboard=False,

@@ -129,3 +129,43 @@ def test_up_rejects_bad_resources(tmp_path: Path) -> None:
     bad = _orchestrator(tmp_path, "up", "--resources", "[1, 2]")
     assert bad.returncode == 4
     assert "--resources must be a JSON object" in bad.stderr
+
+
+def test_ray_files_leave_a_temporary_directory_too_long_for_their_sockets() -> None:
+    from orchestrator.ray_executor import RAY_TEMP_MAX, ray_temp_dir
+
+    assert ray_temp_dir("/tmp", uid=1000) is None  # Ray's default: /tmp/ray
+    deep = "/builds/agent-7/workspace/project/tmp-ci-run"
+    assert len(os.path.join(deep, "ray")) > RAY_TEMP_MAX
+    assert ray_temp_dir(deep, uid=1000) == "/tmp/ray-1000"
+    assert len("/tmp/ray-1000") <= RAY_TEMP_MAX
+
+
+def test_a_run_starts_its_own_ray_under_a_long_tmpdir(pytester: pytest.Pytester) -> None:
+    # Ray's session sockets would exceed a Unix socket's 107 bytes under this directory;
+    # the tests still see it as their TMPDIR.
+    long_tmp = pytester.path / ("a-rather-long-temporary-directory-of-a-ci-runner-" + "x" * 20)
+    long_tmp.mkdir()
+    pytester.makepyfile(
+        test_tmp=f"""
+        import os, tempfile
+
+        def test_sees_the_users_tmpdir():
+            assert os.environ["TMPDIR"] == {str(long_tmp)!r}
+            assert tempfile.gettempdir() == {str(long_tmp)!r}
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TMPDIR"] = str(long_tmp)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--ray", "--ray-workers", "1", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    assert "a local Ray instance" in proc.stdout  # started by this run, under TMPDIR
