@@ -36,7 +36,7 @@ import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from orchestrator.planner import Plan, group_key, number_groups
+from orchestrator.planner import Plan
 
 #: The queue's remaining work is split in this many batches per worker, at least.
 CHUNKS_PER_WORKER = 3
@@ -120,7 +120,7 @@ class Scheduler:
         #: Each test's file, as a small number.
         self._file = [files.setdefault(file_of(n), len(files)) for n in plan.nodeids]
         self._file_number = files
-        self._groups = plan.groups or number_groups([group_key(n) for n in plan.nodeids])
+        self._groups = plan.groups
         #: Each test's queue generation, and whether it is queued now.
         self._gen = [0] * len(plan.nodeids)
         self._queued = [False] * len(plan.nodeids)
@@ -427,7 +427,7 @@ class Scheduler:
             index = tests[position]
             if not queued[index]:
                 continue
-            if self._starts_group(index):
+            if self.plan.starts_group(index):
                 if index == first or self._may_skip(worker, cls, queue, file, index):
                     return index
                 break
@@ -446,11 +446,6 @@ class Scheduler:
         if rest < least:
             return None  # its share would be less than half a batch: not worth a split
         return first if self._pays(file, others, rest) else None
-
-    def _starts_group(self, index: int) -> bool:
-        """Does test ``index`` start a fixture group (pytest tears down before it)?"""
-        groups = self._groups
-        return index == 0 or groups[index] != groups[index - 1]
 
     def _may_leave(self, worker: str, index: int, target: float) -> bool:
         """May ``worker`` go to test ``index``? If that leaves the fixture group it is in
