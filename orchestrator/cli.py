@@ -156,9 +156,11 @@ def _parser() -> argparse.ArgumentParser:
         help="add the duration stores of parallel jobs to this one",
         description="Merge duration stores (the .orchestrator/durations.db files that parallel "
         "CI jobs left) into the project's store (or --store): the next split uses all of "
-        "them. A test in several stores keeps its most recently recorded value.",
+        "them. A test in several stores keeps its most recently recorded value. The "
+        "durations that --shard runs kept apart, in the inputs and in the store itself, "
+        "are folded in; without STORE, only the store's own are.",
     )
-    combine.add_argument("stores", nargs="+", type=Path, metavar="STORE")
+    combine.add_argument("stores", nargs="*", type=Path, metavar="STORE")
     combine.add_argument("--store", type=Path, default=None, metavar="PATH")
     show = actions.add_parser("show", help="list the longest recorded tests")
     show.add_argument("--store", type=Path, default=None, metavar="PATH")
@@ -287,6 +289,9 @@ def _merge_stores(args: argparse.Namespace) -> int:
             continue
         written = store.absorb(rows)
         print(f"{len(rows)} tests in {path}: {written} added or newer than in {store.path}")
+    folded = store.fold()
+    if folded or not inputs:
+        print(f"{folded} durations of --shard runs folded into {store.path}")
     return 0
 
 

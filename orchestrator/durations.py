@@ -26,13 +26,31 @@ NEW_WEIGHT = 0.5
 #: Rows under this prefix hold what entering a test file costs (its module fixtures),
 #: keyed by the file's path; the scheduler uses them near the end of a run.
 ENTRY_PREFIX = "entry:"
+#: Keys under the prefix sort between it and the prefix with its last character moved
+#: one on (":" -> ";").
+_ENTRY_BOUNDS = (ENTRY_PREFIX, ENTRY_PREFIX[:-1] + chr(ord(ENTRY_PREFIX[-1]) + 1))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durations (
     nodeid TEXT PRIMARY KEY,
     seconds REAL NOT NULL,
     samples INTEGER NOT NULL,
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    nodeid TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    updated REAL NOT NULL
 )
+"""
+#: Adds each test's pending value (see DurationStore.record) to its recorded one.
+_FOLD = f"""
+INSERT INTO durations (nodeid, seconds, samples, updated)
+SELECT nodeid, seconds, samples, updated FROM pending WHERE true
+ON CONFLICT(nodeid) DO UPDATE SET
+    seconds = durations.seconds * {1 - NEW_WEIGHT} + excluded.seconds * {NEW_WEIGHT},
+    samples = durations.samples + excluded.samples,
+    updated = excluded.updated
 """
 
 
@@ -118,16 +136,13 @@ class DurationStore(SqliteStore):
         return self._select("nodeid >= ? AND nodeid < ?", len(ENTRY_PREFIX))
 
     def _select(self, where: str, strip: int) -> dict[str, float]:
-        # Keys under the prefix sort between it and the prefix with its last character
-        # moved one on (":" -> ";").
-        bounds = (ENTRY_PREFIX, ENTRY_PREFIX[:-1] + chr(ord(ENTRY_PREFIX[-1]) + 1))
         if not self.path.exists():
             return {}
         try:
             conn = self._connect()
             try:
                 rows = conn.execute(
-                    f"SELECT nodeid, seconds FROM durations WHERE {where}", bounds
+                    f"SELECT nodeid, seconds FROM durations WHERE {where}", _ENTRY_BOUNDS
                 ).fetchall()
             finally:
                 conn.close()
@@ -137,8 +152,9 @@ class DurationStore(SqliteStore):
         return {str(nodeid)[strip:]: float(seconds) for nodeid, seconds in rows}
 
     def rows(self) -> dict[str, tuple[float, int, float]]:
-        """Every test's (seconds, samples, updated); for merging stores. Unlike
-        :meth:`load`, a file that is not a duration store is an error, not a warning."""
+        """Every test's (seconds, samples, updated), with the values shard runs left apart
+        folded in; for merging stores. Unlike :meth:`load`, a file that is not a duration
+        store is an error, not a warning."""
         if not self.path.is_file():
             raise OrchestratorError(f"{self.path}: no such duration store")
         try:
@@ -147,6 +163,12 @@ class DurationStore(SqliteStore):
                 rows = conn.execute(
                     "SELECT nodeid, seconds, samples, updated FROM durations"
                 ).fetchall()
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                pending = (
+                    conn.execute("SELECT nodeid, seconds, samples, updated FROM pending").fetchall()
+                    if "pending" in tables  # stores written before shard runs kept theirs apart
+                    else []
+                )
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -154,7 +176,15 @@ class DurationStore(SqliteStore):
                 f"{self.path}: not a duration store ({exc}); give the durations.db files "
                 "that runs left in .orchestrator/"
             ) from None
-        return {str(n): (float(s), int(c), float(u)) for n, s, c, u in rows}
+        out = {str(n): (float(s), int(c), float(u)) for n, s, c, u in rows}
+        for nodeid, seconds, samples, updated in pending:
+            key = str(nodeid)
+            if key in out:
+                old, count, _ = out[key]
+                seconds = old * (1 - NEW_WEIGHT) + float(seconds) * NEW_WEIGHT
+                samples = count + int(samples)
+            out[key] = (float(seconds), int(samples), float(updated))
+        return out
 
     def absorb(self, rows: Mapping[str, tuple[float, int, float]]) -> int:
         """Take another store's rows: a test this store has too keeps the more recently
@@ -171,41 +201,86 @@ class DurationStore(SqliteStore):
             )
             return conn.total_changes - before
 
-    def record(self, durations: Mapping[str, float], *, replace: bool = False) -> int:
+    def record(
+        self, durations: Mapping[str, float], *, replace: bool = False, apart: bool = False
+    ) -> int:
         """Merge a run's durations into the store; returns how many tests were written.
 
         A test's stored value moves halfway towards each new measurement, which follows
         real changes quickly without trusting one noisy run completely. ``replace``
         overwrites instead (imports).
+
+        ``apart`` (runs of one shard of a split) keeps the values in a table of their own
+        that :meth:`load` does not read, so the other shards of the same split, run later
+        from this store, split the suite as this one did. :meth:`fold` (a run without
+        ``--shard``, ``orchestrator durations merge``) adds them to the recorded values;
+        a run without ``apart`` folds them in first.
         """
         rows = [(k, float(v)) for k, v in durations.items() if math.isfinite(v) and v >= 0]
         if not rows:
             return 0
         try:
-            return self._write(rows, replace)
+            return self._write(rows, replace, apart)
         except sqlite3.DatabaseError as exc:
             self._set_aside(exc)
-            return self._write(rows, replace)
+            return self._write(rows, replace, apart)
 
-    def _write(self, rows: list[tuple[str, float]], replace: bool) -> int:
+    def _write(self, rows: list[tuple[str, float]], replace: bool, apart: bool) -> int:
         now = time.time()
+        values = [(k, v, now) for k, v in rows]
         with self._transaction() as conn:
             if replace:
                 conn.executemany(
                     "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
                     " ON CONFLICT(nodeid) DO UPDATE SET seconds = excluded.seconds,"
                     " samples = 1, updated = excluded.updated",
-                    [(k, v, now) for k, v in rows],
+                    values,
                 )
-            else:
-                conn.executemany(
-                    "INSERT INTO durations (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
-                    " ON CONFLICT(nodeid) DO UPDATE SET"
-                    f" seconds = seconds * {1 - NEW_WEIGHT} + excluded.seconds * {NEW_WEIGHT},"
-                    " samples = samples + 1, updated = excluded.updated",
-                    [(k, v, now) for k, v in rows],
-                )
+                return len(rows)
+            table = "pending" if apart else "durations"
+            if not apart:
+                self._fold(conn)
+            conn.executemany(
+                f"INSERT INTO {table} (nodeid, seconds, samples, updated) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT(nodeid) DO UPDATE SET"
+                f" seconds = seconds * {1 - NEW_WEIGHT} + excluded.seconds * {NEW_WEIGHT},"
+                " samples = samples + 1, updated = excluded.updated",
+                values,
+            )
         return len(rows)
+
+    def fold(self) -> int:
+        """Add the values shard runs kept apart to the recorded ones (the next split uses
+        them); returns how many tests they were."""
+        if not self.path.exists():
+            return 0
+        with self._transaction() as conn:
+            return self._fold(conn)
+
+    @staticmethod
+    def _fold(conn: sqlite3.Connection) -> int:
+        (count,) = conn.execute("SELECT count(*) FROM pending").fetchone()
+        if count:
+            conn.execute(_FOLD)
+            conn.execute("DELETE FROM pending")
+        return int(count)
+
+    def apart(self) -> int:
+        """How many tests have values kept apart by shard runs, waiting to be folded in."""
+        if not self.path.exists():
+            return 0
+        try:
+            conn = self._connect()
+            try:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM pending WHERE NOT (nodeid >= ? AND nodeid < ?)",
+                    _ENTRY_BOUNDS,
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return 0
+        return int(count)
 
 
 #: Collections kept (one per set of arguments a run was started with), newest first.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
+from orchestrator.durations import DurationStore
 from orchestrator.errors import UsageError
 from orchestrator.sharding import Shard, parse_shard, split
 
@@ -149,3 +152,111 @@ def test_the_split_comes_after_kind_selection(pytester: pytest.Pytester) -> None
         )
         result.assert_outcomes(passed=2, deselected=8)
         result.stdout.fnmatch_lines([f"orchestrator: shard {k}/2 (--shard): 2 of 4 tests*"])
+
+
+@st.composite
+def _shard_runs(draw: st.DrawFn) -> tuple[list[str], dict[str, float], int, list[int]]:
+    """A suite, the store's durations, a number of shards and the order their runs take
+    (each shard at least once, some again: a retried CI job)."""
+    count = draw(st.integers(1, 30))
+    nodeids = [f"tests/test_{i % 4}.py::test_{i}" for i in range(count)]
+    seconds = st.floats(0.0, 50.0, allow_nan=False)
+    known = draw(st.dictionaries(st.sampled_from(nodeids), seconds))
+    total = draw(st.integers(1, 5))
+    order = draw(st.permutations(range(1, total + 1)))
+    repeats = draw(st.lists(st.integers(1, total), max_size=3))
+    return nodeids, known, total, [*order, *repeats]
+
+
+@given(_shard_runs(), st.data())
+def test_shard_runs_in_one_checkout_partition_the_suite_whatever_their_order(
+    case: tuple[list[str], dict[str, float], int, list[int]], data: st.DataObject
+) -> None:
+    nodeids, known, total, order = case
+    seconds = st.floats(0.0, 50.0, allow_nan=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "durations.db"
+        DurationStore(path).record(known, replace=True)
+        ran: dict[int, set[str]] = {}
+        for k in order:  # one after another, each recording what it measured
+            store = DurationStore(path)
+            result = split(nodeids, store.load(), total)
+            mine = {n for n, s in zip(nodeids, result.shard_of, strict=True) if s == k}
+            assert ran.setdefault(k, mine) == mine  # a rerun of a shard runs the same tests
+            measured = {n: data.draw(seconds) for n in mine}
+            store.record(measured, apart=True)
+        runs = [ran[k] for k in range(1, total + 1)]
+        assert sum(len(r) for r in runs) == len(nodeids) and set().union(*runs) == set(nodeids)
+        # Folded in, the measurements reach the next split.
+        assert DurationStore(path).fold() == len(nodeids)
+        assert set(DurationStore(path).load()) == set(nodeids)
+
+
+@given(_shard_runs(), st.data())
+def test_shards_on_copies_of_the_store_partition_and_merge_into_one(
+    case: tuple[list[str], dict[str, float], int, list[int]], data: st.DataObject
+) -> None:
+    nodeids, known, total, order = case
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base.db"
+        DurationStore(base).record(known, replace=True)
+        ran: dict[int, set[str]] = {}
+        for k in order:  # each CI job restores the same store, and a retried one again
+            copy = Path(tmp) / f"job{k}.db"
+            if not copy.exists() and base.exists():
+                shutil.copy(base, copy)
+            store = DurationStore(copy)
+            result = split(nodeids, store.load(), total)
+            mine = {n for n, s in zip(nodeids, result.shard_of, strict=True) if s == k}
+            assert ran.setdefault(k, mine) == mine
+            store.record({n: data.draw(st.floats(0.1, 9.0)) for n in mine}, apart=True)
+        assert set().union(*ran.values()) == set(nodeids)
+        assert sum(len(r) for r in ran.values()) == len(nodeids)
+        merged = DurationStore(Path(tmp) / "merged.db")
+        for k, tests in ran.items():
+            if tests:  # a shard without tests recorded nothing
+                merged.absorb(DurationStore(Path(tmp) / f"job{k}.db").rows())
+        assert set(merged.load()) == set(nodeids)
+
+
+def test_a_run_without_shard_folds_the_shards_durations_in(tmp_path: Path) -> None:
+    store = DurationStore(tmp_path / "durations.db")
+    store.record({"t::a": 4.0, "t::b": 2.0}, replace=True)
+    store.record({"t::a": 8.0, "t::c": 1.0}, apart=True)
+    assert store.load() == {"t::a": 4.0, "t::b": 2.0} and store.apart() == 2
+    assert store.rows()["t::a"][:2] == (6.0, 2)  # what a merge takes: folded
+    store.record({"t::b": 4.0})  # a run without --shard
+    assert store.load() == {"t::a": 6.0, "t::b": 3.0, "t::c": 1.0} and store.apart() == 0
+
+
+def test_sequential_shards_in_one_checkout_run_every_test_once(
+    pytester: pytest.Pytester,
+) -> None:
+    """The second shard's split is not changed by the durations the first one recorded;
+    `durations merge` without inputs folds them in for the next split."""
+    pytester.makepyfile(
+        test_seq="""
+        import time, pytest
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_t(i):
+            time.sleep(0.002 * i)
+        """
+    )
+    # No history: the first shard (on Ray workers) splits by count, then records real
+    # durations; the second runs under plain pytest.
+    runs = [
+        pytester.runpytest_subprocess("--shard=1/2", "-v", "--ray", "--ray-workers=1"),
+        pytester.runpytest_subprocess("--shard=2/2", "-v"),
+    ]
+    ran = [
+        {line.split(" ")[0] for line in r.stdout.lines if " PASSED" in line and "::" in line}
+        for r in runs
+    ]
+    assert not ran[0] & ran[1] and len(ran[0] | ran[1]) == 12
+    runs[1].stdout.fnmatch_lines(["*6 more from earlier shard runs wait for*"])
+    prints = [r.stdout.str().split("split ")[1].split(";")[0] for r in runs]
+    assert prints[0] == prints[1]
+    store = pytester.path / ".orchestrator" / "durations.db"
+    assert main(["durations", "merge", "--store", str(store)]) == 0
+    assert len(DurationStore(store).load()) == 12

@@ -757,8 +757,12 @@ class RaySession:
         if self.durations:
             try:
                 learnt = self.controller.scheduler.learnt_entry_costs() if self.controller else {}
+                # A shard's durations stay apart from those its split read (see
+                # DurationStore.record), so that the split's other shards agree with it.
+                sharded = self.config.pluginmanager.has_plugin("orchestrator-shard")
                 DurationStore(self.options.store_path).record(
-                    {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}}
+                    {**self.durations, **{ENTRY_PREFIX + f: c for f, c in learnt.items()}},
+                    apart=sharded,
                 )
                 self._record_collection()
                 self._record_history()

@@ -4,6 +4,10 @@ Registered when ``--shard`` is given. After every other plugin has selected test
 ``-m``, ``--kinds``), the remaining tests are split by :func:`orchestrator.sharding.split`
 and those of other shards are deselected. Runs without ``--ray`` record their durations
 too, so that ``orchestrator durations merge`` can give the next split all of them.
+
+A shard run keeps the durations it records apart from those the split reads (see
+``DurationStore.record``): the other shards of the same split, run later from the same
+store (one after another in one checkout), then split the suite the same way.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ class ShardPlugin:
     def pytest_collection_modifyitems(
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
+        store = DurationStore(self.store_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unusable store only makes the split coarser
-            history = DurationStore(self.store_path).load()
+            history = store.load()
+            apart = store.apart()
         nodeids = [item.nodeid for item in items]
         result = split(nodeids, history, self.shard.total)
         mine = self.shard.index
@@ -49,7 +55,7 @@ class ShardPlugin:
             f"{len(nodeids)} tests, estimated {format_duration(loads[mine - 1])} "
             f"(shards {format_duration(min(loads))} to {format_duration(max(loads))}; "
             f"split {result.fingerprint}; {result.known} tests with recorded durations "
-            f"in {self.store_path})"
+            f"in {self.store_path}{_waiting(apart)})"
         )
 
     def pytest_report_collectionfinish(self, config: pytest.Config) -> str:
@@ -63,8 +69,17 @@ class ShardPlugin:
         if not (self.record and self.durations):
             return
         try:
-            DurationStore(self.store_path).record(self.durations)
+            DurationStore(self.store_path).record(self.durations, apart=True)
         except (OSError, OrchestratorError) as exc:
             tr = session.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None:
                 tr.write_line(f"orchestrator: could not save durations: {exc}", yellow=True)
+
+
+def _waiting(apart: int) -> str:
+    if not apart:
+        return ""
+    return (
+        f"; {apart} more from earlier shard runs wait for `orchestrator durations merge` "
+        "or a run without --shard"
+    )
