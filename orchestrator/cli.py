@@ -28,6 +28,7 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.history import HistoryStore, history_lines
 from orchestrator.kinds import parse_kinds
 from orchestrator.progress import format_duration
+from orchestrator.recycle import parse_max_memory, parse_max_tests
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
 from orchestrator.sharding import parse_shard
@@ -85,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout", default=None, metavar="SECONDS", help="kill a test running longer than this"
+    )
+    run.add_argument(
+        "--max-worker-memory",
+        default=None,
+        metavar="SIZE",
+        help="replace a worker by a fresh one when its test process holds more than SIZE "
+        "resident (500MB, 2GiB, ...)",
+    )
+    run.add_argument(
+        "--max-tests-per-worker",
+        default=None,
+        metavar="N",
+        help="replace a worker by a fresh one after N tests",
     )
     run.add_argument(
         "--kinds",
@@ -229,6 +243,8 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         parse_shard(args.shard, os.environ)
     if args.files is not None:
         parse_files_mode(args.files)
+    parse_max_memory(args.max_worker_memory, "--max-worker-memory")
+    parse_max_tests(args.max_tests_per_worker, "--max-tests-per-worker")
     import pytest
 
     # "--option=value": pytest picks its rootdir from arguments that name existing paths,
@@ -250,6 +266,8 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         (args.html, "--report-html"),
         (args.collect, "--ray-collect"),
         (args.head_start, "--ray-head-start"),
+        (args.max_worker_memory, "--ray-max-worker-memory"),
+        (args.max_tests_per_worker, "--ray-max-tests-per-worker"),
     ):
         if value is not None:
             argv.append(f"{option}={value}")

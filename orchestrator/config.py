@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import UsageError
+from orchestrator.recycle import RecyclePolicy
 
 #: Directory (under the project's root) that holds the duration store.
 STORE_DIRNAME = ".orchestrator"
@@ -50,6 +51,8 @@ class RunOptions:
     #: Start the tests the last run collected while the controller collects (see
     #: orchestrator.head_start).
     head_start: bool = True
+    #: When a worker hands its place to a fresh one (see orchestrator.recycle).
+    recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
 
 
 def parse_workers(value: str) -> int | None:

@@ -23,6 +23,7 @@ from orchestrator.executor import Executor, WorkerLost
 from orchestrator.head_start import Given
 from orchestrator.planner import Plan
 from orchestrator.protocol import Message, decode
+from orchestrator.recycle import RecyclePolicy
 from orchestrator.resources import DEFAULT, Resources, serves
 from orchestrator.retry import Attempt, RetryPolicy
 from orchestrator.scheduler import Scheduler
@@ -36,6 +37,7 @@ def worker_init(
     testrunuid: str,
     basetemp: str | None,
     shape: Resources | None = None,
+    recycle: RecyclePolicy | None = None,
 ) -> Message:
     """The message that starts a worker process. Its tests follow in a ``tests`` message,
     so a worker can start (and collect) before the controller has collected."""
@@ -49,6 +51,8 @@ def worker_init(
         # One temporary directory per worker, under the run's own (as pytest-xdist).
         "basetemp": os.path.join(basetemp, worker) if basetemp else None,
     }
+    if recycle is not None and recycle.enabled:
+        init["recycle"] = recycle.as_message()
     if shape is not None and shape != DEFAULT:
         init["resources"] = shape.as_ray()
         if shape.cpus >= 2:  # its own thread caps, unless the user set them
@@ -120,6 +124,8 @@ class RunStats:
     """What the summary reports about the run itself."""
 
     lost: list[str] = field(default_factory=list)
+    #: Workers replaced by a fresh one at their recycling limit, and why.
+    recycled: list[str] = field(default_factory=list)
     first_test_at: float | None = None
     #: Tests that passed only after failing, with their attempt counts.
     flaky: dict[int, int] = field(default_factory=dict)
@@ -150,6 +156,7 @@ class Controller:
         launched: Sequence[str] = (),
         entry_costs: Mapping[str, float] | None = None,
         head_start: Given | None = None,
+        recycle: RecyclePolicy | None = None,
     ) -> None:
         """``needs`` are the distinct resource needs (``plan.classes`` index them) and
         ``shapes`` the workers to start; without them every worker runs every test.
@@ -161,6 +168,8 @@ class Controller:
         ``entry_costs`` are the recorded costs of entering each test file (see
         :class:`orchestrator.scheduler.Scheduler`). ``head_start``: the tests the
         launched workers were given before the plan existed (see orchestrator.head_start).
+        ``recycle``: when a worker hands its place to a fresh one (see orchestrator.recycle;
+        workers started early got it with their init message).
         """
         self.plan = plan
         self.executor = executor
@@ -204,6 +213,9 @@ class Controller:
         #: Replacement workers not ready yet, and when they were asked for.
         self._placing: dict[str, float] = {}
         self.head_start = head_start
+        self.recycle = recycle
+        #: Workers that are ending at their recycling limit (replaced already).
+        self._recycled: set[str] = set()
         #: Per worker holding a head start's guesses: how many (its numbering of the
         #: plan's tests starts after them), and the plan's index of each guess it runs.
         self._offset: dict[str, int] = {}
@@ -240,6 +252,7 @@ class Controller:
                     testrunuid=self.testrunuid,
                     basetemp=self.basetemp,
                     shape=shape,
+                    recycle=self.recycle,
                 )
                 self.listener.worker_starting(init)
                 inits.append(init)
@@ -419,6 +432,8 @@ class Controller:
             else:
                 self._parked.add(worker)
                 self._serve(worker)
+        elif kind == "recycle":
+            self._recycle(worker, event["why"])
         elif kind == "warning":
             self.listener.test_warning(worker, event)
         elif kind == "collecting":  # a test file, before its first test here: not timed
@@ -461,6 +476,21 @@ class Controller:
                 )
             else:
                 self._lost(worker, f"worker {worker} crashed", event)
+
+    def _recycle(self, worker: str, why: str) -> None:
+        """A worker at its recycling limit tore its fixtures down and is ending: the tests
+        it held go back to the queue, and a fresh worker takes its place. Neither counts
+        against the replacement limit: nothing went wrong."""
+        self.stats.recycled.append(f"{worker}: {why}")
+        self._recycled.add(worker)
+        self.states[worker] = State.FINISHING
+        self._parked.discard(worker)
+        self._waiting.discard(worker)
+        self._since.pop(worker, None)
+        self.scheduler.requeue(self.scheduler.release(worker))
+        if self.scheduler.queued and not self.scheduler.stopped:
+            self.scheduler.add_worker()
+            self._start([self._shape_of.get(worker)], wait=False)
 
     def _serve(self, worker: str) -> None:
         """Answer a worker's request for work: tests, "wait" or "finish".
@@ -576,6 +606,8 @@ class Controller:
             self.stats.lost.append(f"{worker} ({error})")
             self._last_loss = f"{worker}: {error}" + _output_of(worker, log)
         self._retire(worker, error, bye)
+        if worker in self._recycled:
+            return  # what it held went back when it said so
         for index in self.scheduler.release(worker):
             if not self.scheduler.stopped:
                 message = f"worker {worker} ended without running {self.plan.nodeids[index]}"
@@ -619,6 +651,9 @@ class Controller:
         """A worker died: its running test gets an error or a retry, its queue goes back."""
         shape = self._shape_of.get(worker)
         self._retire(worker, what)
+        if worker in self._recycled:  # died while it ended: replaced already, held nothing
+            self.stats.lost.append(f"{worker} (after it was recycled)")
+            return
         running, _requeued = self.scheduler.worker_lost(worker)
         how = f" ({event['how']})" if event and cause == "crash" else ""
         self.stats.lost.append(f"{worker}{' (timeout)' if cause == 'timeout' else how}")

@@ -107,6 +107,19 @@ def _summary(report: Mapping[str, Any]) -> str:
     )
 
 
+def _workers(report: Mapping[str, Any]) -> str:
+    """Workers replaced during the run: recycled at their limit, or lost."""
+    rows = [["recycled", _e(entry)] for entry in report.get("recycled_workers", ())]
+    rows += [["lost", _e(entry)] for entry in report.get("lost_workers", ())]
+    if not rows:
+        return ""
+    return (
+        '<section id="workers"><h2>Workers replaced</h2>'
+        + _table(["why", "worker"], rows)
+        + "</section>"
+    )
+
+
 def _failures(tests: Sequence[Mapping[str, Any]]) -> str:
     failed = [t for t in tests if t["outcome"] in ("failed", "error")]
     if not failed:
@@ -315,6 +328,7 @@ def render(report: Mapping[str, Any]) -> str:
             '<section id="timeline"><h2>Timeline per worker</h2>',
             timeline_svg(report),
             "</section>",
+            _workers(report),
             _failures(tests),
             _flaky(tests),
             _slowest(tests),

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from orchestrator.protocol import FDS_ENV, LIVE_START, Message, encode
+from orchestrator.recycle import oom_kills
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25
@@ -43,6 +44,20 @@ def describe_exit(returncode: int) -> str:
             return f"signal {-returncode}"
         return f"signal {-returncode} ({name})"
     return f"exit code {returncode}"
+
+
+def _sigkill_cause(before: int | None, after: int | None) -> str:
+    """What a SIGKILL nobody here sent most likely was."""
+    if before is not None and after is not None and after > before:
+        return (
+            ": the kernel's out-of-memory killer stopped it (its cgroup's oom_kill count "
+            "rose); recycle workers that grow with --ray-max-worker-memory, or give the "
+            "test more memory"
+        )
+    return (
+        ", not sent by the orchestrator: on Linux usually the kernel's out-of-memory killer; "
+        "if the test's memory grows, recycle workers with --ray-max-worker-memory"
+    )
 
 
 def _match_priority(pid: int, nice: int | None) -> None:
@@ -385,6 +400,10 @@ class WorkerProcess:
         self._commands = started.commands
         self._events = started.events
         self.exit_event: Message | None = None
+        #: The controller had it killed (a timeout, the run's end).
+        self._killed = False
+        #: The out-of-memory killer's count in this cgroup, to tell its kills from others.
+        self._oom_kills = oom_kills()
         self.send([init])
 
     def send(self, messages: Sequence[Message]) -> None:
@@ -434,12 +453,10 @@ class WorkerProcess:
             self.kill()
             returncode = self._proc.wait()
         self._events.close()
-        self.exit_event = {
-            "t": "exit",
-            "code": returncode,
-            "how": describe_exit(returncode),
-            "log": self.log_tail(),
-        }
+        how = describe_exit(returncode)
+        if returncode == -signal.SIGKILL and not self._killed:
+            how += _sigkill_cause(self._oom_kills, oom_kills())
+        self.exit_event = {"t": "exit", "code": returncode, "how": how, "log": self.log_tail()}
         return self.exit_event
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -465,6 +482,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker and anything it started (its own process group)."""
+        self._killed = True
         self._started.kill()
 
     def close(self, grace: float = 5.0) -> None:

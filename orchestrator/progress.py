@@ -48,6 +48,7 @@ def summary_lines(
     fail_on_flaky: bool = False,
     retried_failing: Sequence[tuple[str, int]] = (),
     gave_up: str | None = None,
+    recycled: Sequence[str] = (),
 ) -> list[str]:
     """The orchestrator's section of the terminal summary."""
     speedup = serial / wall if wall > 0 else 0.0
@@ -68,6 +69,9 @@ def summary_lines(
     if retried_failing:
         lines.append("failed on every attempt:")
         lines.extend(f"  {nodeid} ({n} attempts)" for nodeid, n in retried_failing)
+    if recycled:
+        lines.append(f"workers recycled ({len(recycled)}), each replaced by a fresh one:")
+        lines.extend(f"  {entry}" for entry in recycled)
     if lost:
         lines.append("workers lost: " + ", ".join(lost))
     if gave_up:

@@ -5,7 +5,8 @@ Schema ``orchestrator-report/1`` (documented in the README; fields are only ever
 - ``schema``, ``created`` (ISO 8601), ``started`` (epoch seconds of the session's start),
   ``command`` (pytest's arguments), ``rootdir``,
   ``where`` (the cluster, or ``null`` for a plain pytest run), ``workers``, ``wall``
-  (seconds), ``exit_status`` (pytest's exit code), ``lost_workers`` (descriptions);
+  (seconds), ``exit_status`` (pytest's exit code), ``lost_workers`` (descriptions),
+  ``recycled_workers`` (each worker replaced at its recycling limit, and why);
 - ``totals``: ``tests`` and a count per outcome (``passed``, ``failed``, ``error``,
   ``skipped``, ``xfailed``, ``xpassed``) plus ``flaky``;
 - ``kinds``: per test kind that ran: ``kind``, ``pipeline``, ``tests``, the outcome counts,
@@ -112,6 +113,7 @@ def build(
     wall: float,
     exit_status: int,
     lost_workers: Sequence[str] = (),
+    recycled_workers: Sequence[str] = (),
     created: float | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
@@ -150,6 +152,7 @@ def build(
         "wall": round(wall, 6),
         "exit_status": exit_status,
         "lost_workers": list(lost_workers),
+        "recycled_workers": list(recycled_workers),
         "totals": {
             "tests": len(tests),
             **{o: totals[o] for o in OUTCOMES},

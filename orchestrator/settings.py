@@ -14,6 +14,8 @@ Example::
     rel_tolerance = 0.05
     on_drift = "fail"
 
+    max_worker_memory = "2GiB"           # recycle a worker above this (or max_tests_per_worker)
+
     [tool.orchestrator.ship]             # what travels to a cluster's other machines
     files = "auto"                       # or "ship", or "shared"
     exclude = ["data/raw", "*.ckpt"]     # besides .git, virtualenvs and caches
@@ -31,6 +33,7 @@ from typing import Any
 from orchestrator.errors import UsageError
 from orchestrator.kinds import KINDS, KindRules
 from orchestrator.metrics import MetricPolicy
+from orchestrator.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
 from orchestrator.resources import DEFAULT, Resources
 from orchestrator.shipping import parse_files_mode
 
@@ -40,6 +43,7 @@ else:  # pragma: no cover - pytest itself depends on tomli before 3.11
     import tomli as tomllib
 
 _SECTIONS = ("kinds", "resources", "metrics", "ship")
+_LIMITS = ("max_worker_memory", "max_tests_per_worker")
 _SHIP_KEYS = ("files", "exclude")
 
 
@@ -53,6 +57,8 @@ class Settings:
     files: str | None = None
     #: Patterns left out of what is shipped to other machines.
     ship_excludes: tuple[str, ...] = ()
+    #: Recycling limits when the command line gives none.
+    recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
 
     def resources_of(self, kind: str) -> Resources:
         return self.kind_resources.get(kind, DEFAULT)
@@ -60,10 +66,11 @@ class Settings:
 
 def settings_from_table(table: dict[str, Any], where: str) -> Settings:
     for key in table:
-        if key not in _SECTIONS:
+        if key not in _SECTIONS and key not in _LIMITS:
             raise UsageError(
                 f"{where}: unknown key {key!r} under [tool.orchestrator]; "
-                f"the known tables are {', '.join(_SECTIONS)}"
+                f"the known tables are {', '.join(_SECTIONS)} and the known keys "
+                f"{', '.join(_LIMITS)}"
             )
     kinds = _table(table, "kinds", where)
     resources = _table(table, "resources", where)
@@ -83,7 +90,17 @@ def settings_from_table(table: dict[str, Any], where: str) -> Settings:
             needs, f"{where}: [tool.orchestrator.resources] {kind}"
         )
     files, ship_excludes = _ship(_table(table, "ship", where), where)
+    recycle = RecyclePolicy(
+        parse_max_memory(
+            table.get("max_worker_memory"), f"{where}: [tool.orchestrator] max_worker_memory"
+        ),
+        parse_max_tests(
+            table.get("max_tests_per_worker"),
+            f"{where}: [tool.orchestrator] max_tests_per_worker",
+        ),
+    )
     return Settings(
+        recycle=recycle,
         files=files,
         ship_excludes=ship_excludes,
         kind_rules=KindRules.from_mapping(kinds, f"{where}: [tool.orchestrator.kinds]"),

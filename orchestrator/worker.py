@@ -34,6 +34,7 @@ import pytest
 from orchestrator.gcpause import paused_gc
 from orchestrator.live_log import forward_live_logs
 from orchestrator.protocol import FDS_ENV, LIVE_START, Channel, Message, pack, unpack
+from orchestrator.recycle import RecyclePolicy, resident_bytes
 
 #: The attributes of a TestReport that a plain passed phase has, and nothing else.
 PLAIN_FIELDS = frozenset(
@@ -69,7 +70,9 @@ class LazyNextItem:
 
     def resolve(self) -> pytest.Item | None:
         if not self._resolved:
-            self._item = self._worker.wait_for_next()
+            # A worker due to be recycled has no next test: every fixture is torn down.
+            recycling = self._worker.check_recycle()
+            self._item = None if recycling else self._worker.wait_for_next()
             self._resolved = True
         return self._item
 
@@ -135,6 +138,11 @@ class WorkerPlugin:
         #: Why the last deferred file failed to collect, if it did.
         self._collect_errors: list[str] = []
         self.nmissing = 0
+        #: When this worker hands its place to a fresh one (see orchestrator.recycle).
+        self.recycle = RecyclePolicy.from_message(init.get("recycle"))
+        self.tests_run = 0
+        #: Why this worker is being recycled, once it is.
+        self.recycling: str | None = None
 
     # -- set-up ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -378,8 +386,11 @@ class WorkerPlugin:
                 if self.pending[0] not in self._gone:
                     break
                 self.pending.popleft()
-            self.lazy_next = None if self.pending else LazyNextItem(self)
-            nextitem = self.items[self.pending[0]] if self.pending else self.lazy_next
+            # With a recycling limit the next test is decided when this one's call ends.
+            known = bool(self.pending) and not self.recycle.enabled
+            self.lazy_next = None if known else LazyNextItem(self)
+            nextitem = self.items[self.pending[0]] if known else self.lazy_next
+            self.tests_run += 1
             # The reports of earlier tests leave before this one starts: if it kills the
             # process, only its own are lost (and it is the one blamed).
             self.channel.flush()
@@ -388,7 +399,20 @@ class WorkerPlugin:
             if not self._passed:
                 self._release_held()
                 self.channel.send_raw(f'{{"t":"end","i":{index}}}\n'.encode(), flush=False)
+            if self.recycling is None and self.lazy_next is not None and self.recycle.enabled:
+                self.lazy_next.resolve()  # a test whose reports never asked (skipped, ...)
+            if self.recycling is not None:
+                # Its fixtures are torn down; the tests it still held go to the others.
+                self.channel.send({"t": "recycle", "why": self.recycling})
+                self.pending.clear()
+                break
         return True
+
+    def check_recycle(self) -> bool:
+        """Whether this worker is over its recycling limit now (see orchestrator.recycle)."""
+        if self.recycling is None and self.recycle.enabled and not self.finishing:
+            self.recycling = self.recycle.reason(self.tests_run, resident_bytes)
+        return self.recycling is not None
 
     def _absorb_waiting_commands(self) -> None:
         while self.channel.poll():
@@ -622,6 +646,7 @@ PRELOADED = (
     "orchestrator.metrics",
     "orchestrator.planner",
     "orchestrator.progress",
+    "orchestrator.recycle",
     "orchestrator.resources",
     "orchestrator.retry",
     "orchestrator.settings",

@@ -62,6 +62,8 @@ def test_durations_show_on_empty_store(tmp_path: Path, capsys: pytest.CaptureFix
         (["--retries", "x"], "--ray-retries expects a whole number"),
         (["--timeout", "-2"], "--ray-timeout must be positive"),
         (["--retry-only", "["], "is not a valid regular expression"),
+        (["--max-worker-memory", "lots"], "--max-worker-memory: expected a size"),
+        (["--max-tests-per-worker", "-3"], "--max-tests-per-worker: must be 1 or more"),
     ],
 )
 def test_run_validates_reliability_options(

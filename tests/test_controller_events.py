@@ -317,3 +317,52 @@ def test_a_crash_belongs_to_its_test_and_the_run_ends(
         else:
             assert attempt.lost is None and not attempt.failed
     assert stats.gave_up is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tests=st.integers(1, 30),
+    workers=st.integers(1, 3),
+    limit=st.integers(1, 6),
+    batch_crash=st.booleans(),
+)
+def test_recycled_workers_hand_back_their_tests_and_are_replaced_without_limit(
+    tests: int, workers: int, limit: int, batch_crash: bool
+) -> None:
+    """Workers that end at their recycling limit (mid-batch, holding tests): every test
+    still runs exactly once, fresh workers take their places whatever the replacement
+    limit, and the run lists each recycled worker."""
+    ran: dict[str, int] = {}
+    order: list[int] = []
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":
+            events: list[Message] = []
+            for index in command["i"]:
+                order.append(index)
+                events.append({"t": "end", "i": index})
+                ran[worker] = ran.get(worker, 0) + 1
+                if ran[worker] >= limit:
+                    why = {"t": "recycle", "why": f"ran {limit} tests"}
+                    # The process may also die while it ends: it held nothing by then.
+                    end = [{**EXIT, "code": -9, "how": "signal 9"}] if batch_crash else [BYE, EXIT]
+                    return [*events, why, *end]
+            return [*events, {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    nodeids = [f"t{i % 3}.py::test_{i}" for i in range(tests)]
+    controller, recorder = _controller(script, nodeids, workers=workers, max_replacements=0)
+    stats = controller.run()
+    assert sorted(order) == list(range(tests))  # each test ran once
+    verdicts = {index: attempt for index, attempt, _ in recorder.finals}
+    assert sorted(verdicts) == list(range(tests))
+    assert all(a.lost is None for a in verdicts.values())
+    assert stats.gave_up is None
+    recycled = [w for w, n in ran.items() if n >= limit]
+    assert sorted(entry.split(":")[0] for entry in stats.recycled) == sorted(recycled)
+    assert all(entry.endswith(f"ran {limit} tests") for entry in stats.recycled)

@@ -20,6 +20,7 @@ from orchestrator.config import (
 )
 from orchestrator.errors import UsageError
 from orchestrator.kinds import marker_lines, parse_kinds
+from orchestrator.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
 from orchestrator.retry import compile_pattern
 from orchestrator.settings import load_settings
 from orchestrator.sharding import parse_shard
@@ -121,6 +122,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "report the test as failed; a test's timeout marker (pytest-timeout's) wins",
     )
     group.addoption(
+        "--ray-max-worker-memory",
+        default=None,
+        metavar="SIZE",
+        help="replace a worker by a fresh one when its test process (with its children) "
+        "holds more than SIZE resident (500MB, 2GiB, ...), checked as each test's call ends; "
+        "its fixtures are torn down first (default: pyproject's max_worker_memory, else none)",
+    )
+    group.addoption(
+        "--ray-max-tests-per-worker",
+        default=None,
+        metavar="N",
+        help="replace a worker by a fresh one after it ran N tests (default: pyproject's "
+        "max_tests_per_worker, else none)",
+    )
+    group.addoption(
         "--kinds",
         default=None,
         metavar="KINDS",
@@ -207,6 +223,7 @@ def _options(config: pytest.Config) -> RunOptions:
         settings = load_settings(config.rootpath)
         files = config.getoption("ray_files")
         files = parse_files_mode(files) if files is not None else settings.files or "auto"
+        recycle = _recycle_policy(config, settings.recycle)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("numprocesses", None):
@@ -234,6 +251,17 @@ def _options(config: pytest.Config) -> RunOptions:
         files=files,
         excludes=(*settings.ship_excludes, *config.getoption("ray_exclude")),
         head_start=config.getoption("ray_head_start") == "on",
+        recycle=recycle,
+    )
+
+
+def _recycle_policy(config: pytest.Config, configured: RecyclePolicy) -> RecyclePolicy:
+    """The command line's recycling limits, else pyproject's."""
+    memory = config.getoption("ray_max_worker_memory")
+    tests = config.getoption("ray_max_tests_per_worker")
+    return RecyclePolicy(
+        parse_max_memory(memory) if memory is not None else configured.max_memory,
+        parse_max_tests(tests) if tests is not None else configured.max_tests,
     )
 
 

@@ -125,6 +125,7 @@ class ReportsPlugin:
             started=self.started,
             exit_status=exit_status,
             lost_workers=list(getattr(stats, "lost", ())),
+            recycled_workers=list(getattr(stats, "recycled", ())),
         )
 
     def _metric_history(self) -> dict[str, dict[str, list[float]]]:

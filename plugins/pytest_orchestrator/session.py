@@ -181,6 +181,7 @@ class RaySession:
                     workercount=count,
                     testrunuid=self.testrunuid,
                     basetemp=self._basetemp(),
+                    recycle=self.options.recycle,
                 )
                 for i in range(count)
             ]
@@ -427,6 +428,7 @@ class RaySession:
                 launched=launched,
                 entry_costs=entry_costs,
                 head_start=given,
+                recycle=self.options.recycle,
             )
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
@@ -844,6 +846,7 @@ class RaySession:
             serial=sum(self.durations.values()),
             slowest=slowest,
             lost=self.stats.lost,
+            recycled=self.stats.recycled,
             store=str(self.options.store_path),
             startup=startup,
             flaky=[(self.items[i].nodeid, n) for i, n in sorted(self.stats.flaky.items())],
