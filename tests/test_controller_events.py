@@ -275,27 +275,44 @@ def test_tests_left_when_every_worker_is_lost_name_the_last_loss_and_its_output(
 
 @settings(max_examples=60, deadline=None)
 @given(
-    faults=st.lists(st.booleans(), min_size=1, max_size=25),
+    faults=st.lists(st.sampled_from(["", "crash", "hang"]), min_size=1, max_size=25),
     workers=st.integers(1, 3),
     retries=st.integers(0, 2),
 )
-def test_a_crash_belongs_to_its_test_and_the_run_ends(
-    faults: list[bool], workers: int, retries: int
+def test_a_fault_belongs_to_its_test_and_the_run_ends(
+    faults: list[str], workers: int, retries: int
 ) -> None:
-    """Random suites whose faulty tests kill their worker: every healthy test passes, each
-    faulty test gets one verdict naming its crash, the run ends however many there are."""
+    """Random suites whose faulty tests kill their worker or hang until the controller
+    kills it: every healthy test passes, each faulty test gets one verdict naming its
+    fault, and the run ends however many there are (no replacement limit is reached)."""
     polls = 0
-
     crash: Message = {"t": "exit", "code": 1, "how": "exit code 1", "log": "bye"}
+    killed: Message = {"t": "exit", "code": -9, "how": "signal 9 (SIGKILL)", "log": ""}
 
     def test(index: int) -> list[Message]:
-        if faults[index]:
+        if faults[index] == "crash":
             return [_report(index, "setup", "passed"), crash]
+        if faults[index] == "hang":  # nothing more until it is killed
+            return [_report(index, "setup", "passed"), {"t": "hang"}]
         return [{"t": "end", "i": index}]
+
+    running = _worker(test)
+
+    def script(worker: str, command: Message) -> list[Message]:
+        if command["t"] == "kill":
+            return [killed]
+        events = running(worker, command)
+        if any(e["t"] == "hang" for e in events):
+            return events[: next(i for i, e in enumerate(events) if e["t"] == "hang")]
+        return events
 
     nodeids = [f"t.py::test_{i}" for i in range(len(faults))]
     controller, recorder = _controller(
-        _worker(test), nodeids, workers=workers, retry=RetryPolicy(retries=retries)
+        script,
+        nodeids,
+        workers=workers,
+        retry=RetryPolicy(retries=retries),
+        timeout=lambda index: 0.002 if faults[index] == "hang" else None,
     )
     executor = controller.executor
     poll = executor.poll
@@ -303,17 +320,19 @@ def test_a_crash_belongs_to_its_test_and_the_run_ends(
     def bounded(timeout: float) -> list[PollResult]:
         nonlocal polls
         polls += 1
-        assert polls < 10_000, "the run does not end"
+        assert polls < 1_000_000, "the run does not end"
         return poll(timeout)
 
     executor.poll = bounded  # type: ignore[method-assign]
     stats = controller.run()
     verdicts = {index: attempt for index, attempt, _ in recorder.finals}
     assert sorted(verdicts) == list(range(len(faults)))  # exactly one each
-    for index, faulty in enumerate(faults):
+    for index, fault in enumerate(faults):
         attempt = verdicts[index]
-        if faulty:
+        if fault == "crash":
             assert attempt.lost is not None and "crashed while running" in attempt.lost
+        elif fault == "hang":
+            assert attempt.lost is not None and "timed out after" in attempt.lost
         else:
             assert attempt.lost is None and not attempt.failed
     assert stats.gave_up is None
