@@ -316,6 +316,12 @@ def _merge_stores(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     store = DurationStore(_store_path(args.store))
     durations = store.load()
+    apart = store.apart()
+    if apart:
+        print(
+            f"{apart} durations recorded by --shard runs wait apart; "
+            "`orchestrator durations merge` folds them in"
+        )
     if not durations:
         print(f"no durations recorded in {store.path}")
         return 0

@@ -56,6 +56,21 @@ def test_durations_show_on_empty_store(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no durations recorded" in capsys.readouterr().out
 
 
+def test_shard_durations_are_shown_waiting_and_merge_folds_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "d.db"
+    DurationStore(store).record({"t::a": 2.0, "t::b": 1.0}, apart=True)
+    assert main(["durations", "show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "2 durations recorded by --shard runs wait apart" in out
+    assert "no durations recorded" in out
+    assert main(["durations", "merge", "--store", str(store)]) == 0
+    assert "2 durations of --shard runs folded into" in capsys.readouterr().out
+    assert main(["durations", "show", "--store", str(store)]) == 0
+    assert "2 tests, 3.00s in total" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
