@@ -31,6 +31,9 @@ LOG_FILENAME = "cluster.log"
 #: Seconds to wait for the daemon to report its address, or to stop.
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
+#: Starts the daemon's line that says why Ray did not start (a :class:`ClusterError`):
+#: ``up`` shows that message alone, not the log's traceback.
+FAILED = "cannot start: "
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,19 @@ def start(root: Path, cpus: int, gpus: int | None, resources: dict[str, float]) 
         if record is not None and record.pid == proc.pid:
             return record
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise ClusterError(f"the local Ray instance did not start; its log ends with:\n{tail}")
+            raise ClusterError(_why_not_started(log))
         time.sleep(0.2)
     proc.terminate()
     raise ClusterError(f"the local Ray instance did not start within {START_TIMEOUT:.0f} s")
+
+
+def _why_not_started(log: Path) -> str:
+    """What the daemon said when it could not start Ray, else the end of its log."""
+    text = log.read_text(errors="replace")
+    for line in text.splitlines():
+        if line.startswith(FAILED):
+            return line[len(FAILED) :]
+    return f"the local Ray instance did not start; its log ends with:\n{text[-2000:]}"
 
 
 def stop(root: Path) -> ClusterRecord | None:
@@ -173,6 +184,15 @@ def _serve(root: Path, cpus: int, gpus: int | None, resources: dict[str, float])
         shutdown()
 
 
+def _main(argv: list[str]) -> int:
+    root, cpus, gpus, resources = argv[:4]
+    try:
+        _serve(Path(root), int(cpus), int(gpus) if gpus else None, json.loads(resources))
+    except ClusterError as exc:
+        print(f"{FAILED}{exc}", flush=True)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    _root, _cpus, _gpus, _resources = sys.argv[1:5]
-    _serve(Path(_root), int(_cpus), int(_gpus) if _gpus else None, json.loads(_resources))
+    sys.exit(_main(sys.argv[1:]))

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +24,14 @@ from orchestrator.errors import ClusterError
 from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
 from orchestrator.process import Spare, WorkerProcess
 from orchestrator.protocol import Message
+from orchestrator.ray_start import (
+    after_failure,
+    before_start,
+    not_running_message,
+    ray_base_dir,
+    recorded_address,
+    resolve_auto,
+)
 from orchestrator.run_identity import Identity, alive, identity
 from orchestrator.shipping import Shipment, is_loopback, portable_env
 
@@ -34,6 +41,8 @@ RAY_ASSIGNED_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBL
 ACTOR_START_TIMEOUT = 120.0
 #: Seconds to reach the address of an existing cluster before giving up.
 CONNECT_TIMEOUT = 10.0
+#: Size of the object store of the instance a run starts for itself.
+LOCAL_OBJECT_STORE = 256 * 1024 * 1024
 
 
 #: Namespace and names of the warm relays ``orchestrator up`` keeps (see WorkerActor.lease).
@@ -192,11 +201,27 @@ def start_pool(count: int) -> list[Any]:
 
 
 def _check_reachable(address: str) -> None:
-    """Fail fast, naming the address, when nothing listens there."""
-    if address == "auto" or "://" in address:
+    """Fail fast, naming the address and where it came from, when nothing listens there.
+
+    ``auto`` means the address ``ray start`` recorded: a record left behind by a cluster
+    that is gone would have Ray retry for minutes.
+    """
+    record = None
+    if address == "auto":
+        named = os.environ.get("RAY_ADDRESS", "")
+        if named not in ("", "auto"):  # Ray takes RAY_ADDRESS over "auto"
+            _check_reachable(named)
+            return
+        found = recorded_address(os.environ)
+        if found is None:
+            return  # Ray looks for a running instance itself, and says when there is none
+        address, record = found
+    if "://" in address:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
+        if record is not None:
+            return  # not ours to judge: Ray says what is wrong with its own record
         raise ClusterError(
             f"--ray-address {address!r} is not HOST:PORT (for example 127.0.0.1:6379); "
             "use the address `ray start --head` printed"
@@ -207,11 +232,8 @@ def _check_reachable(address: str) -> None:
         ) as sock:
             grpc = bool(os.environ.get("RAY_USE_TLS")) or _speaks_http2(sock)
     except OSError as exc:
-        raise ClusterError(
-            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
-            "check that `ray start --head` is running there, or leave out --ray-address "
-            "to start a local one"
-        ) from None
+        why = exc.strerror or str(exc)
+        raise ClusterError(not_running_message(address, why, os.environ, record)) from None
     if not grpc:
         raise ClusterError(
             f"{address} answers, but not as a Ray cluster (Ray's GCS speaks gRPC); "
@@ -278,7 +300,7 @@ class RayExecutor:
                 os.environ["RAY_AUTH_MODE"] = "token"
             # Give up on an unresponsive cluster within seconds, not minutes.
             os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "15")
-        if not self.address or is_loopback(self.address):
+        if not self.address or is_loopback(resolve_auto(self.address, os.environ) or ""):
             # Ray otherwise swaps a loopback address for the machine's own IP, where a
             # loopback-only cluster does not listen; and an embedded cluster must stay on
             # loopback. Ray reads this when it is imported.
@@ -326,13 +348,11 @@ class RayExecutor:
             if temp_dir is not None:
                 quiet["_temp_dir"] = temp_dir
             with _driver_settings():
-                ray.init(
-                    # A new instance, even where `ray start` left the address of its own
-                    # (Ray would join that one, and refuse the CPU count).
-                    address="local",
+                _init_local(
+                    ray,
                     num_cpus=local_cpus,
                     include_dashboard=False,
-                    object_store_memory=256 * 1024 * 1024,
+                    object_store_memory=LOCAL_OBJECT_STORE,
                     **quiet,
                 )
             self._started_here = self._connected_here = True
@@ -561,7 +581,7 @@ def ray_temp_dir(tempdir: str | None = None, uid: int | None = None) -> str | No
     default, ``ray`` under the temporary directory) while that path is short enough for
     Ray's sockets, else a directory of this user's own under ``/tmp``. Only Ray's files
     move: the tests still see the user's ``TMPDIR``."""
-    default = os.path.join(tempdir or tempfile.gettempdir(), "ray")
+    default = os.path.join(tempdir or ray_base_dir(os.environ), "ray")
     if len(default) <= RAY_TEMP_MAX:
         return None
     return f"/tmp/ray-{os.getuid() if uid is None else uid}"
@@ -612,6 +632,25 @@ def stop_monitor_first(ray: Any) -> bool:
     return stopped
 
 
+def _init_local(ray: Any, **options: Any) -> None:
+    """``ray.init`` of a new local instance, never the cluster `ray start` may have recorded
+    (Ray would join that one, and refuse the CPU count).
+
+    A fault Ray would report late (after 30 s or more) or as a traceback (a full or
+    read-only directory, a taken port) is found first; any failure of Ray's start ends as
+    one :class:`ClusterError` naming its cause and what to do (see
+    :mod:`orchestrator.ray_start`).
+    """
+    temp_dir = options.get("_temp_dir")
+    problem = before_start(temp_dir, os.environ, options.get("object_store_memory"))
+    if problem is not None:
+        raise ClusterError(problem)
+    try:
+        ray.init(address="local", **options)
+    except Exception as exc:
+        raise ClusterError(after_failure(exc, temp_dir, os.environ)) from None
+
+
 def start_local_head(
     cpus: int, gpus: int | None, resources: Mapping[str, float]
 ) -> tuple[str, Any, int]:
@@ -631,8 +670,8 @@ def start_local_head(
     temp_dir = ray_temp_dir()
     if temp_dir is not None:
         options["_temp_dir"] = temp_dir
-    ray.init(
-        address="local",  # never the cluster `ray start` may have recorded
+    _init_local(
+        ray,
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,

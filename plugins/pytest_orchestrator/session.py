@@ -53,6 +53,7 @@ from orchestrator.live_log import show_live_log
 from orchestrator.planner import Plan, auto_workers, make_plan
 from orchestrator.progress import eta_seconds, progress_line, summary_lines
 from orchestrator.protocol import Message
+from orchestrator.ray_start import resolve_auto
 from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
 from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
 from orchestrator.run_report import failure_message
@@ -159,7 +160,7 @@ class RaySession:
         from orchestrator.ray_executor import RayExecutor
 
         shipment = None
-        if needs_shipping(self.options.files, self.options.address):
+        if needs_shipping(self.options.files, resolve_auto(self.options.address, os.environ)):
             shipment = plan_shipment(
                 self.config.rootpath, self.config.invocation_params.dir, self.options.excludes
             )
