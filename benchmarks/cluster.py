@@ -11,7 +11,7 @@ from types import TracebackType
 # What the `orchestrator up` daemon does: a loopback head and one warm relay per CPU.
 _CLUSTER = """
 import sys
-from orchestrator.ray_executor import start_local_head, start_pool
+from orchestrator.cluster.ray_executor import start_local_head, start_pool
 cpus = int(sys.argv[1])
 address, shutdown, _ = start_local_head(cpus, None, {})
 relays = start_pool(cpus)

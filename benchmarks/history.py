@@ -24,7 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from orchestrator.history import HistoryStore, TestResult
+from orchestrator.store.history import HistoryStore, TestResult
 
 
 def run_results(nodeids: list[str], rng: random.Random) -> list[TestResult]:

@@ -22,7 +22,7 @@ _TRACE = "    def test():\n>       assert compute() == expected\nE       Asserti
 _MEASURE = """
 import resource, sys, time
 from pathlib import Path
-from orchestrator.junit_merge import merge
+from orchestrator.reports.junit_merge import merge
 start = time.perf_counter()
 result = merge(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])
 seconds = time.perf_counter() - start

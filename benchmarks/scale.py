@@ -7,7 +7,7 @@ directory) with recorded durations for every test, then measures on this machine
 
 - planning: estimating and ordering every test (``make_plan``), and building the scheduler's
   queues;
-- bookkeeping: tests per second while :func:`orchestrator.simulate.simulate` replays the
+- bookkeeping: tests per second while :func:`benchmarks.simulate.simulate` replays the
   suite on ``--workers`` simulated workers (the scheduler's dispatch and completion calls,
   and the simulation's own events: a test's start and end each), each request for work
   taking ``--latency`` seconds to be answered; workers ask ahead, as real ones do;
@@ -20,9 +20,9 @@ import argparse
 import random
 import time
 
-from orchestrator.planner import make_plan
-from orchestrator.scheduler import Scheduler
-from orchestrator.simulate import simulate
+from benchmarks.simulate import simulate
+from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.scheduler import Scheduler
 
 
 def suite(tests: int, seed: int = 7) -> tuple[list[str], dict[str, float]]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import __version__
+from orchestrator.cluster.shipping import parse_files_mode
 from orchestrator.config import (
     available_cpus,
     default_store_path,
@@ -23,16 +24,15 @@ from orchestrator.config import (
     parse_timeout,
     parse_workers,
 )
-from orchestrator.durations import DurationStore, read_durations_file
 from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.history import HistoryStore, history_lines
-from orchestrator.kinds import parse_kinds
-from orchestrator.progress import format_duration
-from orchestrator.recycle import parse_max_memory, parse_max_tests
-from orchestrator.retry import compile_pattern
+from orchestrator.pipelines.kinds import parse_kinds
+from orchestrator.reports.progress import format_duration
+from orchestrator.scheduling.retry import compile_pattern
+from orchestrator.scheduling.sharding import parse_shard
 from orchestrator.settings import load_settings
-from orchestrator.sharding import parse_shard
-from orchestrator.shipping import parse_files_mode
+from orchestrator.store.durations import DurationStore, read_durations_file
+from orchestrator.store.history import HistoryStore, history_lines
+from orchestrator.worker.recycle import parse_max_memory, parse_max_tests
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -348,7 +348,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from orchestrator import local_cluster
+    from orchestrator.cluster import local_cluster
 
     cpus = args.cpus if args.cpus is not None else available_cpus()
     if cpus < 1 or (args.gpus is not None and args.gpus < 0):
@@ -373,7 +373,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from orchestrator import local_cluster
+    from orchestrator.cluster import local_cluster
 
     root = find_project_root(Path.cwd())
     record = local_cluster.stop(root)
@@ -385,7 +385,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from orchestrator.junit_merge import expand, merge
+    from orchestrator.reports.junit_merge import expand, merge
 
     inputs = [p for p in expand(args.inputs) if p.resolve() != args.out.resolve()]
     result = merge(args.out, inputs, time=args.time)

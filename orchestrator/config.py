@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import UsageError
-from orchestrator.recycle import RecyclePolicy
+from orchestrator.worker.recycle import RecyclePolicy
 
 #: Directory (under the project's root) that holds the duration store.
 STORE_DIRNAME = ".orchestrator"
@@ -44,14 +44,14 @@ class RunOptions:
     retry_only: str | None = None
     fail_on_flaky: bool = False
     timeout: float | None = None
-    #: How workers on other nodes get the project's files (see orchestrator.shipping).
+    #: How workers on other nodes get the project's files (see orchestrator.cluster.shipping).
     files: str = "auto"
     #: Left out of what is shipped, besides the defaults (gitignore-style patterns).
     excludes: tuple[str, ...] = ()
     #: Start the tests the last run collected while the controller collects (see
-    #: orchestrator.head_start).
+    #: orchestrator.scheduling.head_start).
     head_start: bool = True
-    #: When a worker hands its place to a fresh one (see orchestrator.recycle).
+    #: When a worker hands its place to a fresh one (see orchestrator.worker.recycle).
     recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
 
 

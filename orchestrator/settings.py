@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cluster.shipping import parse_files_mode
 from orchestrator.errors import UsageError
-from orchestrator.kinds import KINDS, KindRules
-from orchestrator.metrics import MetricPolicy
-from orchestrator.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
-from orchestrator.resources import DEFAULT, Resources
-from orchestrator.shipping import parse_files_mode
+from orchestrator.pipelines.kinds import KINDS, KindRules
+from orchestrator.pipelines.metrics import MetricPolicy
+from orchestrator.scheduling.resources import DEFAULT, Resources
+from orchestrator.worker.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
 
 if sys.version_info >= (3, 11):
     import tomllib

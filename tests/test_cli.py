@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.config import STORE_ENV
-from orchestrator.durations import DurationStore
+from orchestrator.store.durations import DurationStore
 
 
 def test_durations_import_and_show(

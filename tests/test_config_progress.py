@@ -14,7 +14,7 @@ from orchestrator.config import (
     thread_env,
 )
 from orchestrator.errors import UsageError
-from orchestrator.progress import format_duration, progress_line, summary_lines
+from orchestrator.reports.progress import format_duration, progress_line, summary_lines
 
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", None), ("AUTO", None), ("4", 4)])

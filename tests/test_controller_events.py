@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.controller import Controller
 from orchestrator.errors import OrchestratorError
-from orchestrator.executor import PollResult
-from orchestrator.planner import make_plan
-from orchestrator.protocol import Message
-from orchestrator.retry import Attempt, RetryPolicy
+from orchestrator.run.controller import Controller
+from orchestrator.run.executor import PollResult
+from orchestrator.run.protocol import Message
+from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.retry import Attempt, RetryPolicy
 
 #: What a scripted worker answers to one command: the events it sends back.
 Script = Callable[[str, Message], list[Message]]

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.durations import (
+from orchestrator.errors import OrchestratorError
+from orchestrator.scheduling.planner import junit_key, make_plan
+from orchestrator.store.durations import (
     ENTRY_PREFIX,
     DurationStore,
     StoreWarning,
     read_durations_file,
 )
-from orchestrator.errors import OrchestratorError
-from orchestrator.planner import junit_key, make_plan
 
 
 def test_record_and_load_moving_average(tmp_path: Path) -> None:

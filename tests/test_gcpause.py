@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.gcpause import paused_gc
+from orchestrator.worker.gcpause import paused_gc
 
 
 @pytest.fixture

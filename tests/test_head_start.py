@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import head_start
-from orchestrator.durations import COLLECTIONS_KEPT, CollectionStore
-from orchestrator.head_start import (
+from orchestrator.run.protocol import Message, decode
+from orchestrator.scheduling import head_start
+from orchestrator.scheduling.head_start import (
     LastCollection,
     collection_key,
     match,
@@ -23,10 +23,10 @@ from orchestrator.head_start import (
     stamps,
     unchanged,
 )
-from orchestrator.planner import make_plan
-from orchestrator.process import WorkerProcess
-from orchestrator.protocol import Message, decode
-from orchestrator.scheduler import Scheduler
+from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.scheduler import Scheduler
+from orchestrator.store.durations import COLLECTIONS_KEPT, CollectionStore
+from orchestrator.worker.process import WorkerProcess
 from tests.suites import OUTCOMES, RECORDER, junit_cases
 
 

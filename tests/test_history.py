@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.durations import DurationStore, StoreWarning
 from orchestrator.errors import OrchestratorError
-from orchestrator.history import (
+from orchestrator.store.durations import DurationStore, StoreWarning
+from orchestrator.store.history import (
     HistoryStore,
     MetricRecord,
     current_commit,
     history_lines,
 )
-from orchestrator.history import TestResult as Result
+from orchestrator.store.history import TestResult as Result
 
 A = "tests/test_model.py::test_accuracy"
 B = "tests/test_model.py::test_loss"

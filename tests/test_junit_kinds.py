@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from orchestrator.junit_kinds import TestFacts as Facts
-from orchestrator.junit_kinds import regroup
-from orchestrator.kinds import KINDS
+from orchestrator.pipelines.kinds import KINDS
+from orchestrator.reports.junit_kinds import TestFacts as Facts
+from orchestrator.reports.junit_kinds import regroup
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites name="pytest tests">

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from orchestrator.junit_merge import MergeError, expand, merge
+from orchestrator.reports.junit_merge import MergeError, expand, merge
 
 APP = """<?xml version="1.0" encoding="utf-8"?>
 <testsuite name="app" tests="3" failures="1" errors="0" skipped="1" time="1.5"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.kinds import (
+from orchestrator.pipelines.kinds import (
     DEFAULT_KIND,
     KINDS,
     PIPELINES,
@@ -18,8 +18,8 @@ from orchestrator.kinds import (
     parse_kinds,
     pipeline_of,
 )
-from orchestrator.metrics import MetricPolicy
-from orchestrator.resources import DEFAULT, Resources
+from orchestrator.pipelines.metrics import MetricPolicy
+from orchestrator.scheduling.resources import DEFAULT, Resources
 from orchestrator.settings import Settings, load_settings, settings_from_table
 
 GIB = 1024**3

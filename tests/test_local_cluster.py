@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.local_cluster import ClusterRecord, read_record, state_path
+from orchestrator.cluster.local_cluster import ClusterRecord, read_record, state_path
 
 
 def _orchestrator(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -132,7 +132,7 @@ def test_up_rejects_bad_resources(tmp_path: Path) -> None:
 
 
 def test_ray_files_leave_a_temporary_directory_too_long_for_their_sockets() -> None:
-    from orchestrator.ray_executor import RAY_TEMP_MAX, ray_temp_dir
+    from orchestrator.cluster.ray_executor import RAY_TEMP_MAX, ray_temp_dir
 
     assert ray_temp_dir("/tmp", uid=1000) is None  # Ray's default: /tmp/ray
     deep = "/builds/agent-7/workspace/project/tmp-ci-run"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.errors import UsageError
-from orchestrator.metrics import (
+from orchestrator.pipelines.metrics import (
     Drift,
     MetricPolicy,
     check_bounds,

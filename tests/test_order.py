@@ -217,7 +217,7 @@ def test_fixture_groups_follow_classes_and_higher_scoped_parameters(
 ) -> None:
     from pytest_orchestrator.groups import fixture_group
 
-    from orchestrator.planner import number_groups
+    from orchestrator.scheduling.planner import number_groups
 
     pytester.makepyfile(
         test_groups="""

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.planner import DEFAULT_SECONDS, auto_workers, estimate, junit_key, make_plan
+from orchestrator.scheduling.planner import (
+    DEFAULT_SECONDS,
+    auto_workers,
+    estimate,
+    junit_key,
+    make_plan,
+)
 
 
 def test_estimates_fall_back_from_test_to_file_to_suite() -> None:

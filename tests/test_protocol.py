@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import EventQueue
-from orchestrator.protocol import WAKE_BYTES, Channel, decode, encode, pack, unpack
+from orchestrator.run.protocol import WAKE_BYTES, Channel, decode, encode, pack, unpack
+from orchestrator.worker.process import EventQueue
 
 
 class Pipes:
@@ -167,8 +167,8 @@ def test_a_value_json_cannot_carry_is_named_by_its_key() -> None:
 def test_output_pump_passes_lines_on_from_the_start_marker_and_keeps_them_in_the_log(
     tmp_path: Path,
 ) -> None:
-    from orchestrator.process import OutputPump
-    from orchestrator.protocol import LIVE_START
+    from orchestrator.run.protocol import LIVE_START
+    from orchestrator.worker.process import OutputPump
 
     read, write = os.pipe()
     events_read, events_write = os.pipe()

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import run_identity
-from orchestrator.ray_executor import DRIVER_SETTINGS, POOL_VERSION, WorkerActor, _driver_settings
-from orchestrator.run_identity import alive, identity
+from orchestrator.cluster import run_identity
+from orchestrator.cluster.ray_executor import (
+    DRIVER_SETTINGS,
+    POOL_VERSION,
+    WorkerActor,
+    _driver_settings,
+)
+from orchestrator.cluster.run_identity import alive, identity
 
 needs_proc = pytest.mark.skipif(identity() is None, reason="needs /proc")
 
@@ -102,7 +107,7 @@ def test_an_instance_started_here_stops_its_monitor_first() -> None:
     code = (
         "import os, logging, ray\n"
         "os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'\n"
-        "from orchestrator.ray_executor import stop_monitor_first\n"
+        "from orchestrator.cluster.ray_executor import stop_monitor_first\n"
         "ray.init(address='local', num_cpus=1, include_dashboard=False,\n"
         "         logging_level=logging.ERROR, log_to_driver=False)\n"
         "node = ray._private.worker._global_node\n"

@@ -1,6 +1,6 @@
 """When Ray cannot start (or a recorded cluster is gone): one clear error, no traceback.
 
-Each fault has a test of the diagnosis in :mod:`orchestrator.ray_start`, fed what the real
+Each fault has a test of the diagnosis in :mod:`orchestrator.cluster.ray_start`, fed what the real
 failure gives (Ray's exception texts and log lines below were taken from real failed starts),
 and, where the fault can be made without root, a run of the real plugin or CLI. None of the
 runs starts Ray: the checks before ``ray.init`` or the address check stop them first.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ray_start import (
+from orchestrator.cluster.ray_start import (
     GCS_PORT_VAR,
     MB,
     PREFIX,

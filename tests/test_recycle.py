@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.process import _sigkill_cause
-from orchestrator.recycle import (
+from orchestrator.settings import settings_from_table
+from orchestrator.worker.process import _sigkill_cause
+from orchestrator.worker.recycle import (
     RecyclePolicy,
     oom_kills,
     parse_max_memory,
     parse_max_tests,
     resident_bytes,
 )
-from orchestrator.settings import settings_from_table
 
 MB = 10**6
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from orchestrator.junit import RETRY_ELEMENTS
+from orchestrator.reports.junit import RETRY_ELEMENTS
 from tests.test_acceptance import _cluster_processes
 
 pytestmark = pytest.mark.ray_cluster

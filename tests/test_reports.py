@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.html_report import render
-from orchestrator.run_report import SCHEMA, TestRecord, build, to_json
+from orchestrator.reports.html_report import render
+from orchestrator.reports.run_report import SCHEMA, TestRecord, build, to_json
 
 SUITE = {
     "test_app.py": """

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import UsageError
-from orchestrator.resources import (
+from orchestrator.scheduling.resources import (
     DEFAULT,
     Resources,
     format_memory,

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.junit import attempt_element
-from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
+from orchestrator.reports.junit import attempt_element
+from orchestrator.scheduling.retry import Attempt, RetryPolicy, compile_pattern
 
 PASSED = ({"when": "setup", "outcome": "passed"}, {"when": "call", "outcome": "passed"})
 FAILED_CALL = (

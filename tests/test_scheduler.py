@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.planner import make_plan
-from orchestrator.scheduler import AHEAD_SECONDS, Scheduler
-from orchestrator.simulate import simulate
+from benchmarks.simulate import simulate
+from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.scheduler import AHEAD_SECONDS, Scheduler
 
 durations_st = st.lists(
     st.floats(min_value=0.0, max_value=100.0, allow_nan=False, allow_infinity=False),

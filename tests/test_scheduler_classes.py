@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.planner import Plan, make_plan
-from orchestrator.scheduler import Scheduler
+from orchestrator.scheduling.planner import Plan, make_plan
+from orchestrator.scheduling.scheduler import Scheduler
 
 CPU, GPU = 0, 1
 

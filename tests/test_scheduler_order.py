@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.head_start import LastCollection, plan_head_start
-from orchestrator.planner import Plan, make_plan
-from orchestrator.scheduler import Scheduler, file_of
-from orchestrator.simulate import simulate
+from benchmarks.simulate import simulate
+from orchestrator.scheduling.head_start import LastCollection, plan_head_start
+from orchestrator.scheduling.planner import Plan, make_plan
+from orchestrator.scheduling.scheduler import Scheduler, file_of
 
 
 @dataclass

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
-from orchestrator.durations import DurationStore
 from orchestrator.errors import UsageError
-from orchestrator.sharding import Shard, parse_shard, split
+from orchestrator.scheduling.sharding import Shard, parse_shard, split
+from orchestrator.store.durations import DurationStore
 
 
 def test_k_of_n_is_parsed_and_checked() -> None:

@@ -1,4 +1,4 @@
-"""What travels to a cluster's other machines: orchestrator.shipping (no Ray here)."""
+"""What travels to a cluster's other machines: orchestrator.cluster.shipping (no Ray here)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import UsageError
-from orchestrator.settings import settings_from_table
-from orchestrator.shipping import (
+from orchestrator.cluster.shipping import (
     MIB,
     needs_shipping,
     parse_files_mode,
     plan_shipment,
     portable_env,
 )
+from orchestrator.errors import UsageError
+from orchestrator.settings import settings_from_table
 
 
 def _project(root: Path) -> Path:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import WorkerProcess
-from orchestrator.protocol import Message, decode
+from orchestrator.run.protocol import Message, decode
+from orchestrator.worker.process import WorkerProcess
 
 SUITE = """
 import os, pytest
@@ -386,7 +386,7 @@ def _spare_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_a_spare_process_adopts_the_runs_directory_and_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.process import Spare
+    from orchestrator.worker.process import Spare
 
     suite, old, new = _spare_dirs(tmp_path)
     # Started elsewhere, before the run, with another environment.
@@ -421,7 +421,7 @@ def test_a_spare_process_adopts_the_runs_directory_and_environment(
 def test_a_spare_started_with_other_interpreter_settings_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.process import Spare
+    from orchestrator.worker.process import Spare
 
     suite, _, _ = _spare_dirs(tmp_path)
     monkeypatch.setenv("PYTHONHASHSEED", "1")
@@ -444,7 +444,7 @@ def test_preload_leaves_the_plugin_to_pytest() -> None:
     the plugin package: pytest rewrites the assertions of installed plugins and warns
     about one imported before it started."""
     code = (
-        "import sys; from orchestrator.worker import PRELOADED, preload; preload(); "
+        "import sys; from orchestrator.worker.session import PRELOADED, preload; preload(); "
         "print(all(name in sys.modules for name in PRELOADED), "
         "'_pytest.junitxml' in sys.modules, "
         "any(name.startswith('pytest_orchestrator') for name in sys.modules))"
@@ -460,7 +460,7 @@ def test_preload_covers_what_a_session_loads_from_the_package(tmp_path: Path) ->
     there when its run arrives (each one missed costs milliseconds of every start)."""
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
     code = (
-        "import sys, pytest; from orchestrator.worker import preload; preload(); "
+        "import sys, pytest; from orchestrator.worker.session import preload; preload(); "
         "before = set(sys.modules); "
         f"pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', {str(tmp_path)!r}]); "
         "print('LOADED', *sorted(m for m in set(sys.modules) - before "

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.metrics import MetricPolicy, check_bounds, check_drift
+from orchestrator.pipelines.metrics import MetricPolicy, check_bounds, check_drift
 from orchestrator.settings import load_settings
 
 #: Key of the baselines in a worker's ``config.workerinput``.
@@ -54,7 +54,7 @@ def _history(config: pytest.Config, nodeid: str) -> dict[str, list[float]]:
 
 def _read_store(config: pytest.Config) -> dict[str, dict[str, list[float]]]:
     from orchestrator.config import default_store_path
-    from orchestrator.history import HistoryStore
+    from orchestrator.store.history import HistoryStore
 
     option = config.getoption("ray_durations", None)
     path = Path(option) if option else default_store_path(config.rootpath)

@@ -17,12 +17,12 @@ from _pytest.junitxml import xml_key
 from _pytest.terminal import TerminalReporter
 
 from orchestrator.errors import UsageError
-from orchestrator.junit_kinds import TestFacts, regroup
-from orchestrator.kinds import KINDS, PIPELINES, classify, pipeline_of
-from orchestrator.metrics import fmt, median
-from orchestrator.planner import junit_key
-from orchestrator.progress import format_duration
-from orchestrator.resources import Resources
+from orchestrator.pipelines.kinds import KINDS, PIPELINES, classify, pipeline_of
+from orchestrator.pipelines.metrics import fmt, median
+from orchestrator.reports.junit_kinds import TestFacts, regroup
+from orchestrator.reports.progress import format_duration
+from orchestrator.scheduling.planner import junit_key
+from orchestrator.scheduling.resources import Resources
 from orchestrator.settings import Settings
 
 #: Outcome columns of the per-kind table, in order.

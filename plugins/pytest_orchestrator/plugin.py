@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cluster.shipping import parse_files_mode
 from orchestrator.config import (
     RunOptions,
     default_store_path,
@@ -19,12 +20,11 @@ from orchestrator.config import (
     parse_workers,
 )
 from orchestrator.errors import UsageError
-from orchestrator.kinds import marker_lines, parse_kinds
-from orchestrator.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
-from orchestrator.retry import compile_pattern
+from orchestrator.pipelines.kinds import marker_lines, parse_kinds
+from orchestrator.scheduling.retry import compile_pattern
+from orchestrator.scheduling.sharding import parse_shard
 from orchestrator.settings import load_settings
-from orchestrator.sharding import parse_shard
-from orchestrator.shipping import parse_files_mode
+from orchestrator.worker.recycle import RecyclePolicy, parse_max_memory, parse_max_tests
 from pytest_orchestrator.metrics import pytest_runtest_makereport, record_metric
 from pytest_orchestrator.pipelines import Pipelines, pipeline_paths
 
@@ -233,7 +233,7 @@ def _options(config: pytest.Config) -> RunOptions:
         )
     address = config.getoption("ray_address") or os.environ.get("RAY_ADDRESS") or None
     if address is None:  # a local instance kept warm by `orchestrator up`
-        from orchestrator.local_cluster import read_record
+        from orchestrator.cluster.local_cluster import read_record
 
         record = read_record(config.rootpath)
         address = record.address if record is not None else None

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from orchestrator.atomic import write_text_atomically
-from orchestrator.html_report import render
-from orchestrator.run_report import (
+from orchestrator.reports.atomic import write_text_atomically
+from orchestrator.reports.html_report import render
+from orchestrator.reports.run_report import (
     TestRecord,
     build,
     failure_message,
@@ -133,7 +133,7 @@ class ReportsPlugin:
         history store's (read only; a plain run does not record itself)."""
         if self.pipelines.baselines or not self.pipelines.metrics:
             return self.pipelines.baselines
-        from orchestrator.history import HistoryStore
+        from orchestrator.store.history import HistoryStore
 
         try:
             return HistoryStore(self.store_path).metric_history(

@@ -25,18 +25,22 @@ import pytest
 from _pytest.junitxml import xml_key
 from _pytest.terminal import TerminalReporter
 
+from orchestrator.cluster.ray_start import resolve_auto
+from orchestrator.cluster.shipping import needs_shipping, plan_shipment
 from orchestrator.config import (
     WORKER_STARTUP_SECONDS,
     RunOptions,
     available_cpus,
     thread_env,
 )
-from orchestrator.controller import Controller, RunStats, worker_init
-from orchestrator.durations import ENTRY_PREFIX, CollectionStore, DurationStore
 from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.executor import ClusterInfo
-from orchestrator.gcpause import paused_gc
-from orchestrator.head_start import (
+from orchestrator.reports.junit import attempt_element
+from orchestrator.reports.progress import eta_seconds, progress_line, summary_lines
+from orchestrator.reports.run_report import failure_message
+from orchestrator.run.controller import Controller, RunStats, worker_init
+from orchestrator.run.executor import ClusterInfo
+from orchestrator.run.protocol import Message
+from orchestrator.scheduling.head_start import (
     Given,
     HeadStart,
     LastCollection,
@@ -47,17 +51,13 @@ from orchestrator.head_start import (
     stamps,
     unchanged,
 )
-from orchestrator.history import HistoryStore, MetricRecord, TestResult, current_commit
-from orchestrator.junit import attempt_element
-from orchestrator.live_log import show_live_log
-from orchestrator.planner import Plan, auto_workers, make_plan
-from orchestrator.progress import eta_seconds, progress_line, summary_lines
-from orchestrator.protocol import Message
-from orchestrator.ray_start import resolve_auto
-from orchestrator.resources import DEFAULT, Resources, missing, shape_workers
-from orchestrator.retry import Attempt, RetryPolicy, compile_pattern
-from orchestrator.run_report import failure_message
-from orchestrator.shipping import needs_shipping, plan_shipment
+from orchestrator.scheduling.planner import Plan, auto_workers, make_plan
+from orchestrator.scheduling.resources import DEFAULT, Resources, missing, shape_workers
+from orchestrator.scheduling.retry import Attempt, RetryPolicy, compile_pattern
+from orchestrator.store.durations import ENTRY_PREFIX, CollectionStore, DurationStore
+from orchestrator.store.history import HistoryStore, MetricRecord, TestResult, current_commit
+from orchestrator.worker.gcpause import paused_gc
+from orchestrator.worker.live_log import show_live_log
 from pytest_orchestrator.groups import fixture_group
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
@@ -65,7 +65,7 @@ from pytest_orchestrator.terminal import Terminal
 from pytest_orchestrator.xdist_nodes import Nodes
 
 if TYPE_CHECKING:
-    from orchestrator.ray_executor import RayExecutor
+    from orchestrator.cluster.ray_executor import RayExecutor
 
 SLOWEST_SHOWN = 5
 #: Seconds the controller waits past a limit that pytest-timeout enforces in the worker.
@@ -157,7 +157,7 @@ class RaySession:
             self._collect_seconds = time.perf_counter() - start
 
     def _launch(self) -> _EarlyStart:
-        from orchestrator.ray_executor import RayExecutor
+        from orchestrator.cluster.ray_executor import RayExecutor
 
         shipment = None
         if needs_shipping(self.options.files, resolve_auto(self.options.address, os.environ)):
@@ -243,7 +243,7 @@ class RaySession:
 
     def _head_start(self, count: int, info: ClusterInfo) -> HeadStart | None:
         """The early workers' first batches, from what the last run with these arguments
-        collected, when none of its files changed since (see orchestrator.head_start)."""
+        collected, when none of its files changed since (see orchestrator.scheduling.head_start)."""
         if not self._head_start_allowed():
             return None
         durations, entry_costs = self._load_recorded()

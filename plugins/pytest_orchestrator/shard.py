@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.durations import DurationStore
 from orchestrator.errors import OrchestratorError
-from orchestrator.progress import format_duration
-from orchestrator.sharding import Shard, split
+from orchestrator.reports.progress import format_duration
+from orchestrator.scheduling.sharding import Shard, split
+from orchestrator.store.durations import DurationStore
 
 
 class ShardPlugin:

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.protocol import Message, pack, unpack
+from orchestrator.run.protocol import Message, pack, unpack
 from pytest_orchestrator import xdist_hookspecs
 
 HOOKS = (

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.head_start import LastCollection
-from orchestrator.planner import junit_key
+from orchestrator.scheduling.head_start import LastCollection
+from orchestrator.scheduling.planner import junit_key
 
 #: Weight of the newest run in the moving average of a test's duration.
 NEW_WEIGHT = 0.5
@@ -295,7 +295,8 @@ CREATE TABLE IF NOT EXISTS collections (
 
 
 class CollectionStore(SqliteStore):
-    """What the last run with each set of arguments collected (see orchestrator.head_start)."""
+    """What the last run with each set of arguments collected (see
+    orchestrator.scheduling.head_start)."""
 
     schema = _COLLECTIONS
     what = "duration store"

@@ -1,5 +1,5 @@
 """The HTML report: one self-contained page (no network, no script) rendered from the run's
-JSON report (see :mod:`orchestrator.run_report`).
+JSON report (see :mod:`orchestrator.reports.run_report`).
 
 Sections: the summary per kind and pipeline, failures with their tracebacks, flaky tests
 with their attempts, the slowest tests, the model metrics with their trends, and a timeline

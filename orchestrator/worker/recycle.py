@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
-from orchestrator.resources import format_memory, parse_memory
+from orchestrator.scheduling.resources import format_memory, parse_memory
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.kinds import KINDS, pipeline_of
-from orchestrator.metrics import median
+from orchestrator.pipelines.kinds import KINDS, pipeline_of
+from orchestrator.pipelines.metrics import median
 
 SCHEMA = "orchestrator-report/1"
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.atomic import replace_atomically
-from orchestrator.kinds import DEFAULT_KIND, KINDS, PIPELINES, pipeline_of
+from orchestrator.pipelines.kinds import DEFAULT_KIND, KINDS, PIPELINES, pipeline_of
+from orchestrator.reports.atomic import replace_atomically
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The only module that imports Ray: the cluster connection and the worker actors.
 
-Each worker is a Ray actor that owns one worker process (see :mod:`orchestrator.process`)
+Each worker is a Ray actor that owns one worker process (see :mod:`orchestrator.worker.process`)
 for the whole run. The actor is a thin relay: commands go down a pipe, events come back
 from another. Keeping pytest in a child of the actor means a test that crashes its
 interpreter (a segfault, ``os._exit``) takes down only that process, and the actor can
@@ -19,12 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from orchestrator.config import POLL_SECONDS
-from orchestrator.errors import ClusterError
-from orchestrator.executor import ClusterInfo, PollResult, WorkerLost
-from orchestrator.process import Spare, WorkerProcess
-from orchestrator.protocol import Message
-from orchestrator.ray_start import (
+from orchestrator.cluster.ray_start import (
     after_failure,
     before_start,
     not_running_message,
@@ -32,8 +27,13 @@ from orchestrator.ray_start import (
     recorded_address,
     resolve_auto,
 )
-from orchestrator.run_identity import Identity, alive, identity
-from orchestrator.shipping import Shipment, is_loopback, portable_env
+from orchestrator.cluster.run_identity import Identity, alive, identity
+from orchestrator.cluster.shipping import Shipment, is_loopback, portable_env
+from orchestrator.config import POLL_SECONDS
+from orchestrator.errors import ClusterError
+from orchestrator.run.executor import ClusterInfo, PollResult, WorkerLost
+from orchestrator.run.protocol import Message
+from orchestrator.worker.process import Spare, WorkerProcess
 
 #: Accelerator variables Ray sets in an actor; they win over the controller's values.
 RAY_ASSIGNED_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
@@ -88,7 +88,7 @@ class WorkerActor:
         """Start the worker process in ``cwd`` with ``env``.
 
         A relative ``cwd`` means the project was shipped to this node (see
-        :mod:`orchestrator.shipping`): it is taken inside the copy Ray unpacked here, which
+        :mod:`orchestrator.cluster.shipping`): it is taken inside the copy Ray unpacked here, which
         is this actor's working directory, and ``env`` only adds to this node's variables.
         """
         child_env: dict[str, str] = {}
@@ -126,7 +126,7 @@ class WorkerActor:
 
     def lease(self, holder: Identity | list[Any], version: str) -> bool:
         """Take this relay for the run ``holder`` names: its process (see
-        :mod:`orchestrator.run_identity`), or, where ``/proc`` cannot tell, ``[ref]``, an
+        :mod:`orchestrator.cluster.run_identity`), or, where ``/proc`` cannot tell, ``[ref]``, an
         object the run put (its owner's death says the run's).
 
         Refused while another run holds it, unless that run died: then its worker process
@@ -639,7 +639,7 @@ def _init_local(ray: Any, **options: Any) -> None:
     A fault Ray would report late (after 30 s or more) or as a traceback (a full or
     read-only directory, a taken port) is found first; any failure of Ray's start ends as
     one :class:`ClusterError` naming its cause and what to do (see
-    :mod:`orchestrator.ray_start`).
+    :mod:`orchestrator.cluster.ray_start`).
     """
     temp_dir = options.get("_temp_dir")
     problem = before_start(temp_dir, os.environ, options.get("object_store_memory"))

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from orchestrator.durations import SqliteStore
 from orchestrator.errors import OrchestratorError
-from orchestrator.metrics import fmt, median, sparkline
-from orchestrator.progress import format_duration
+from orchestrator.pipelines.metrics import fmt, median, sparkline
+from orchestrator.reports.progress import format_duration
+from orchestrator.store.durations import SqliteStore
 
 #: Outcomes a test can have in a run, and the letter `orchestrator history TEST` shows for each.
 OUTCOME_LETTERS = {

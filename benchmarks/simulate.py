@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.planner import Plan
-from orchestrator.scheduler import Scheduler, file_of
+from orchestrator.scheduling.planner import Plan
+from orchestrator.scheduling.scheduler import Scheduler, file_of
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from orchestrator.planner import Plan
+from orchestrator.scheduling.planner import Plan
 
 #: The queue's remaining work is split in this many batches per worker, at least.
 CHUNKS_PER_WORKER = 3
@@ -290,7 +290,7 @@ class Scheduler:
 
     def give(self, worker: str, indices: Sequence[int]) -> list[int]:
         """Record that ``worker`` was given these tests already (a head start, see
-        orchestrator.head_start), in this order; returns those that were still queued
+        orchestrator.scheduling.head_start), in this order; returns those that were still queued
         (the others are left alone)."""
         self._known.add(worker)
         given: list[int] = []

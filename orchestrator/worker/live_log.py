@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from orchestrator.protocol import Channel, Message
+    from orchestrator.run.protocol import Channel, Message
 
 #: The LogRecord attributes that travel (the message goes formatted, as ``msg``).
 RECORD_FIELDS = (

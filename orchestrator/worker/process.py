@@ -18,8 +18,8 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from orchestrator.protocol import FDS_ENV, LIVE_START, Message, encode
-from orchestrator.recycle import oom_kills
+from orchestrator.run.protocol import FDS_ENV, LIVE_START, Message, encode
+from orchestrator.worker.recycle import oom_kills
 
 #: How much of a dead worker's output goes into the error that reports it.
 LOG_TAIL_LINES = 25

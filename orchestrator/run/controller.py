@@ -19,14 +19,14 @@ from typing import Any, Protocol
 
 from orchestrator.config import POLL_SECONDS, thread_env
 from orchestrator.errors import CollectionMismatch, OrchestratorError
-from orchestrator.executor import Executor, WorkerLost
-from orchestrator.head_start import Given
-from orchestrator.planner import Plan
-from orchestrator.protocol import Message, decode
-from orchestrator.recycle import RecyclePolicy
-from orchestrator.resources import DEFAULT, Resources, serves
-from orchestrator.retry import Attempt, RetryPolicy
-from orchestrator.scheduler import Scheduler
+from orchestrator.run.executor import Executor, WorkerLost
+from orchestrator.run.protocol import Message, decode
+from orchestrator.scheduling.head_start import Given
+from orchestrator.scheduling.planner import Plan
+from orchestrator.scheduling.resources import DEFAULT, Resources, serves
+from orchestrator.scheduling.retry import Attempt, RetryPolicy
+from orchestrator.scheduling.scheduler import Scheduler
+from orchestrator.worker.recycle import RecyclePolicy
 
 
 def worker_init(
@@ -167,8 +167,9 @@ class Controller:
         needed are closed. ``workerinput`` reaches every worker's ``config.workerinput``.
         ``entry_costs`` are the recorded costs of entering each test file (see
         :class:`orchestrator.scheduler.Scheduler`). ``head_start``: the tests the
-        launched workers were given before the plan existed (see orchestrator.head_start).
-        ``recycle``: when a worker hands its place to a fresh one (see orchestrator.recycle;
+        launched workers were given before the plan existed (see
+        orchestrator.scheduling.head_start).
+        ``recycle``: when a worker hands its place to a fresh one (see orchestrator.worker.recycle;
         workers started early got it with their init message).
         """
         self.plan = plan

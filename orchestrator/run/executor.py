@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.protocol import Message
+from orchestrator.run.protocol import Message
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import UsageError
-from orchestrator.planner import estimate
+from orchestrator.scheduling.planner import estimate
 
 #: CI variables naming this job's place among parallel jobs: (index, total, index base).
 CI_VARIABLES = (

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.planner import make_plan
-from orchestrator.scheduler import Scheduler, file_of
+from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.scheduler import Scheduler, file_of
 
 #: What running a test costs a worker besides the test's own recorded duration (pytest's
 #: protocol and the report; measured 0.3-0.5 ms on 2-core machines).

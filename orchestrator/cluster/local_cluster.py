@@ -105,7 +105,7 @@ def start(root: Path, cpus: int, gpus: int | None, resources: dict[str, float]) 
     args = [
         sys.executable,
         "-m",
-        "orchestrator.local_cluster",
+        "orchestrator.cluster.local_cluster",
         str(root),
         str(cpus),
         "" if gpus is None else str(gpus),
@@ -158,7 +158,7 @@ def stop(root: Path) -> ClusterRecord | None:
 
 def _serve(root: Path, cpus: int, gpus: int | None, resources: dict[str, float]) -> None:
     """The daemon: own a Ray head until told to stop."""
-    from orchestrator.ray_executor import start_local_head, start_pool
+    from orchestrator.cluster.ray_executor import start_local_head, start_pool
 
     stop_now = False
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.gcpause import paused_gc
-from orchestrator.live_log import forward_live_logs
-from orchestrator.protocol import FDS_ENV, LIVE_START, Channel, Message, pack, unpack
-from orchestrator.recycle import RecyclePolicy, resident_bytes
+from orchestrator.run.protocol import FDS_ENV, LIVE_START, Channel, Message, pack, unpack
+from orchestrator.worker.gcpause import paused_gc
+from orchestrator.worker.live_log import forward_live_logs
+from orchestrator.worker.recycle import RecyclePolicy, resident_bytes
 
 #: The attributes of a TestReport that a plain passed phase has, and nothing else.
 PLAIN_FIELDS = frozenset(
@@ -100,9 +100,10 @@ class WorkerPlugin:
         #: The controller's tests, in its order; they come with the init message or,
         #: for a worker started while the controller was still collecting, after it.
         self.wanted: list[str] | None = init.get("nodeids")
-        #: How many of ``wanted`` are a head start's guesses (see orchestrator.head_start):
-        #: one this worker cannot find is named (``gone``) and skipped, not an error. The
-        #: controller's own tests follow them, with its ``more`` message.
+        #: How many of ``wanted`` are a head start's guesses (see
+        #: orchestrator.scheduling.head_start): one this worker cannot find is named
+        #: (``gone``) and skipped, not an error. The controller's own tests follow them,
+        #: with its ``more`` message.
         self.guessed: int = int(init.get("guessed", 0)) if self.wanted is not None else 0
         #: Guessed tests not found when their file was collected.
         self._gone: set[int] = set()
@@ -138,7 +139,7 @@ class WorkerPlugin:
         #: Why the last deferred file failed to collect, if it did.
         self._collect_errors: list[str] = []
         self.nmissing = 0
-        #: When this worker hands its place to a fresh one (see orchestrator.recycle).
+        #: When this worker hands its place to a fresh one (see orchestrator.worker.recycle).
         self.recycle = RecyclePolicy.from_message(init.get("recycle"))
         self.tests_run = 0
         #: Why this worker is being recycled, once it is.
@@ -409,7 +410,7 @@ class WorkerPlugin:
         return True
 
     def check_recycle(self) -> bool:
-        """Whether this worker is over its recycling limit now (see orchestrator.recycle)."""
+        """Whether this worker is over its recycling limit now (see orchestrator.worker.recycle)."""
         if self.recycling is None and self.recycle.enabled and not self.finishing:
             self.recycling = self.recycle.reason(self.tests_run, resident_bytes)
         return self.recycling is not None
@@ -641,17 +642,17 @@ def adopt(cwd: str, env: Mapping[str, str]) -> None:
 #: warn about a module imported before.
 PRELOADED = (
     "orchestrator.config",
-    "orchestrator.junit_kinds",
-    "orchestrator.kinds",
-    "orchestrator.metrics",
-    "orchestrator.planner",
-    "orchestrator.progress",
-    "orchestrator.recycle",
-    "orchestrator.resources",
-    "orchestrator.retry",
+    "orchestrator.reports.junit_kinds",
+    "orchestrator.pipelines.kinds",
+    "orchestrator.pipelines.metrics",
+    "orchestrator.scheduling.planner",
+    "orchestrator.reports.progress",
+    "orchestrator.worker.recycle",
+    "orchestrator.scheduling.resources",
+    "orchestrator.scheduling.retry",
     "orchestrator.settings",
-    "orchestrator.sharding",
-    "orchestrator.shipping",
+    "orchestrator.scheduling.sharding",
+    "orchestrator.cluster.shipping",
 )
 
 

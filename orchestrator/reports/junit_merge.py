@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import IO
 from xml.parsers import expat
 
-from orchestrator.atomic import replace_atomically
 from orchestrator.errors import UsageError
+from orchestrator.reports.atomic import replace_atomically
 
 #: Outcome elements of a test case, and the rerun/flaky elements recording earlier attempts.
 _OUTCOMES = ("failure", "error", "skipped")

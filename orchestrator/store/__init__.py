@@ -1,0 +1,3 @@
+"""The SQLite store under `.orchestrator/`: recorded durations, collections and run
+history.
+"""

@@ -1,0 +1,5 @@
+"""``python -m orchestrator.worker``: a worker process."""
+
+from orchestrator.worker.session import main
+
+raise SystemExit(main())
