@@ -15,24 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.cluster.shipping import parse_files_mode
-from orchestrator.config import (
-    available_cpus,
-    default_store_path,
-    find_project_root,
-    parse_retries,
-    parse_timeout,
-    parse_workers,
-)
+from orchestrator.config import available_cpus, find_project_root, store_path
 from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.pipelines.kinds import parse_kinds
+from orchestrator.options import RUN_OPTIONS, as_pytest_args, check_run_args
 from orchestrator.reports.progress import format_duration
-from orchestrator.scheduling.retry import compile_pattern
-from orchestrator.scheduling.sharding import parse_shard
 from orchestrator.settings import load_settings
 from orchestrator.store.durations import DurationStore, read_durations_file
 from orchestrator.store.history import HistoryStore, history_lines
-from orchestrator.worker.recycle import parse_max_memory, parse_max_tests
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -55,106 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         "(paths, -k, -m, -x, --junitxml, --pyargs, ...) go to pytest unchanged.",
         allow_abbrev=False,
     )
-    run.add_argument("--workers", default="auto", metavar="N|auto", help="workers (default auto)")
-    run.add_argument(
-        "--address",
-        default=None,
-        metavar="HOST:PORT",
-        help="existing Ray cluster (default $RAY_ADDRESS, else a local instance)",
-    )
-    run.add_argument(
-        "--files",
-        default=None,
-        metavar="auto|ship|shared",
-        help="how workers on other machines get the project (default auto: shipped to a "
-        "cluster named by any address but loopback)",
-    )
-    run.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave files matching this gitignore-style pattern out of what is shipped",
-    )
-    run.add_argument("--durations-store", default=None, metavar="PATH", help="duration store")
-    run.add_argument("--retries", default=None, metavar="N", help="retry a failed test N times")
-    run.add_argument(
-        "--retry-only", default=None, metavar="REGEX", help="retry only errors matching REGEX"
-    )
-    run.add_argument(
-        "--fail-on-flaky", action="store_true", help="fail the run when a test passed on a retry"
-    )
-    run.add_argument(
-        "--timeout", default=None, metavar="SECONDS", help="kill a test running longer than this"
-    )
-    run.add_argument(
-        "--max-worker-memory",
-        default=None,
-        metavar="SIZE",
-        help="replace a worker by a fresh one when its test process holds more than SIZE "
-        "resident (500MB, 2GiB, ...)",
-    )
-    run.add_argument(
-        "--max-tests-per-worker",
-        default=None,
-        metavar="N",
-        help="replace a worker by a fresh one after N tests",
-    )
-    run.add_argument(
-        "--kinds",
-        default=None,
-        metavar="KINDS",
-        help="run only these kinds or pipelines (unit, integration, data_validation, "
-        "model_performance; app, ml), comma separated",
-    )
-    run.add_argument(
-        "--junit-pipelines",
-        default=None,
-        metavar="DIR|PATTERN",
-        help="with --junitxml, also write one JUnit file per pipeline (DIR/junit-app.xml, "
-        "DIR/junit-ml.xml, or a path containing {pipeline})",
-    )
-    run.add_argument(
-        "--strict-resources",
-        action="store_true",
-        help="fail when a test needs resources no node has (default: skip it)",
-    )
-    run.add_argument(
-        "--json", default=None, metavar="PATH", help="write the results as JSON (see README)"
-    )
-    run.add_argument(
-        "--html",
-        default=None,
-        metavar="PATH",
-        help="write a self-contained HTML report with a timeline per worker",
-    )
-    run.add_argument(
-        "--shard",
-        default=None,
-        metavar="K/N|auto",
-        help="run only shard K of N, split by recorded durations ('auto': from the CI's "
-        "parallel-job variables)",
-    )
-    run.add_argument(
-        "--collect",
-        default=None,
-        choices=("import", "lazy", "all"),
-        help="import (default): every worker imports every test file first and generates "
-        "a file's tests when first given one; lazy: a worker imports a test file only when "
-        "first given one of its tests; all: every worker collects the whole suite first",
-    )
-    run.add_argument(
-        "--head-start",
-        default=None,
-        choices=("on", "off"),
-        help="on (default): workers start on the tests the last run collected while the "
-        "controller collects (when no test, conftest or ini file changed); off: they wait",
-    )
-    run.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="print pytest's usual per-test output instead of the live progress line",
-    )
+    for option in RUN_OPTIONS:
+        run.add_argument(option.run_flag, **option.cli_kwargs())
 
     durations = commands.add_parser("durations", help="inspect or seed the duration store")
     actions = durations.add_subparsers(dest="action", metavar="ACTION")
@@ -226,61 +117,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _root() -> Path:
+    """The project's root as pytest would find it here (see ``find_project_root``)."""
+    return find_project_root(Path.cwd())
+
+
 def _store_path(explicit: Path | None) -> Path:
-    return explicit if explicit is not None else default_store_path(find_project_root(Path.cwd()))
+    return store_path(_root(), explicit)
 
 
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
-    # Fail here, before pytest starts, on a bad value.
-    parse_workers(args.workers)
-    if args.retries is not None:
-        parse_retries(args.retries)
-    parse_timeout(args.timeout)
-    compile_pattern(args.retry_only)
-    if args.kinds is not None:
-        parse_kinds(args.kinds)
-    if args.shard is not None:
-        parse_shard(args.shard, os.environ)
-    if args.files is not None:
-        parse_files_mode(args.files)
-    parse_max_memory(args.max_worker_memory, "--max-worker-memory")
-    parse_max_tests(args.max_tests_per_worker, "--max-tests-per-worker")
+    check_run_args(args)  # fail here, before pytest starts, on a bad value
     import pytest
 
-    # "--option=value": pytest picks its rootdir from arguments that name existing paths,
-    # and a separate value (a duration store, a report directory) would count as one.
-    argv = ["--ray", f"--ray-workers={args.workers}"]
-    if args.address:
-        argv.append(f"--ray-address={args.address}")
-    if args.durations_store:
-        argv.append(f"--ray-durations={args.durations_store}")
-    for value, option in (
-        (args.retries, "--ray-retries"),
-        (args.retry_only, "--ray-retry-only"),
-        (args.timeout, "--ray-timeout"),
-        (args.kinds, "--kinds"),
-        (args.junit_pipelines, "--junit-pipelines"),
-        (args.shard, "--shard"),
-        (args.files, "--ray-files"),
-        (args.json, "--report-json"),
-        (args.html, "--report-html"),
-        (args.collect, "--ray-collect"),
-        (args.head_start, "--ray-head-start"),
-        (args.max_worker_memory, "--ray-max-worker-memory"),
-        (args.max_tests_per_worker, "--ray-max-tests-per-worker"),
-    ):
-        if value is not None:
-            argv.append(f"{option}={value}")
-    argv.extend(f"--ray-exclude={pattern}" for pattern in args.exclude)
-    if args.fail_on_flaky:
-        argv.append("--ray-fail-on-flaky")
-    if args.strict_resources:
-        argv.append("--strict-resources")
     verbose = any(
         a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in pytest_args
     )
-    if not args.no_progress and not verbose:
-        argv.append("--ray-progress")
+    argv = as_pytest_args(args, verbose=verbose)
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         argv = ["-p", "pytest_orchestrator.plugin", *argv]
     if pytest_args and pytest_args[0] == "--":
@@ -341,7 +194,7 @@ def _show(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     store = HistoryStore(_store_path(args.store))
     # Baselines as the runs compute them: the project's configured window.
-    window = load_settings(find_project_root(Path.cwd())).metrics.window
+    window = load_settings(_root()).metrics.window
     for line in history_lines(store, args.test, top=max(1, args.top), window=window):
         print(line)
     return 0
@@ -361,7 +214,7 @@ def _up(args: argparse.Namespace) -> int:
         isinstance(v, int | float) and not isinstance(v, bool) for v in resources.values()
     ):
         raise UsageError("--resources must be a JSON object of numbers, e.g. '{\"fast_disk\": 2}'")
-    root = find_project_root(Path.cwd())
+    root = _root()
     before = local_cluster.read_record(root)
     record = local_cluster.start(root, cpus, args.gpus, resources)
     state = "already running" if before is not None else "started"
@@ -375,7 +228,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from orchestrator.cluster import local_cluster
 
-    root = find_project_root(Path.cwd())
+    root = _root()
     record = local_cluster.stop(root)
     if record is None:
         print(f"no local Ray instance of `orchestrator up` is running for {root}")

@@ -1,14 +1,21 @@
-"""One home for option names, defaults and their validation."""
+"""What a run needs to know (:class:`RunOptions`), the checks of the values that
+orchestrator.options defines, and where the project's root and duration store are."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import UsageError
 from orchestrator.worker.recycle import RecyclePolicy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pytest itself depends on tomli before 3.11
+    import tomli as tomllib
 
 #: Directory (under the project's root) that holds the duration store.
 STORE_DIRNAME = ".orchestrator"
@@ -85,8 +92,17 @@ def thread_env(environ: Mapping[str, str], cpus: int, workers: int) -> dict[str,
     return {name: share for name in THREAD_VARS if name not in environ}
 
 
-def default_store_path(root: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """Where durations live: ``$ORCHESTRATOR_STORE`` or ``<root>/.orchestrator/durations.db``."""
+def store_path(
+    root: Path, explicit: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The duration store (with the history and collections beside it) of every part of a
+    run and of the commands that read it: the path given on the command line
+    (``--ray-durations``, ``orchestrator run --durations-store``, the ``--store`` of
+    ``orchestrator durations`` and ``history``), else ``$ORCHESTRATOR_STORE``, else
+    ``<root>/.orchestrator/durations.db``, ``root`` being pytest's rootdir (see
+    :func:`find_project_root` for the commands that run no pytest)."""
+    if explicit:
+        return Path(explicit)
     env = os.environ if environ is None else environ
     override = env.get(STORE_ENV)
     if override:
@@ -94,14 +110,69 @@ def default_store_path(root: Path, environ: Mapping[str, str] | None = None) -> 
     return root / STORE_DIRNAME / STORE_FILENAME
 
 
+def default_store_path(root: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """:func:`store_path` when the command line names no store."""
+    return store_path(root, None, environ)
+
+
+#: The files pytest looks for its configuration in, by precedence in one directory.
+_PYTEST_CONFIG_FILES = (
+    "pytest.toml",
+    ".pytest.toml",
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+)
+
+
 def find_project_root(start: Path) -> Path:
-    """The nearest ancestor holding a pytest/project config file, else ``start``."""
-    markers = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+    """The rootdir pytest takes when started in ``start`` with no path arguments, no
+    ``--rootdir`` and no ``-c``, so that the commands that run no pytest (``orchestrator
+    durations``, ``history``, ``up``, ``down``) find the store, settings and local cluster
+    that ``pytest`` and ``orchestrator run`` started there use.
+
+    As pytest 9 does (8.1 to 8.4 alike, without pytest.toml and ``[tool.pytest]``): the
+    nearest directory, from ``start`` up, holding a file with pytest configuration
+    (``pytest.toml``, ``pytest.ini`` and their dotted names always; ``pyproject.toml``
+    with ``[tool.pytest]`` or ``[tool.pytest.ini_options]``; ``tox.ini`` with
+    ``[pytest]``; ``setup.cfg`` with ``[tool:pytest]``); else the nearest holding a
+    ``pyproject.toml``; else the nearest holding a ``setup.py``; else ``start``. A run
+    given paths elsewhere, ``--rootdir`` or ``-c`` may have another rootdir: give those
+    commands its store with ``--store``.
+    """
     start = start.resolve()
-    for candidate in (start, *start.parents):
-        if any((candidate / name).is_file() for name in markers):
-            return candidate
+    ancestors = (start, *start.parents)
+    for directory in ancestors:
+        for name in _PYTEST_CONFIG_FILES:
+            if _holds_pytest_config(directory / name):
+                return directory
+    for marker in ("pyproject.toml", "setup.py"):
+        for directory in ancestors:
+            if (directory / marker).is_file():
+                return directory
     return start
+
+
+def _holds_pytest_config(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if path.name in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini"):
+        return True
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.name == "pyproject.toml":
+        try:
+            tool = tomllib.loads(text).get("tool", {})
+        except tomllib.TOMLDecodeError:
+            return False  # pytest stops with this error itself
+        table = tool.get("pytest") if isinstance(tool, dict) else None
+        return isinstance(table, dict) and bool(table)
+    section = "[pytest]" if path.name == "tox.ini" else "[tool:pytest]"
+    return any(line.split("#")[0].split(";")[0].strip() == section for line in text.splitlines())
 
 
 def parse_retries(value: str) -> int:

@@ -8,8 +8,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["pytester"]
+
+# Property tests check outcomes, not speed: no per-example deadline and no "too slow"
+# health check, which a busy machine fails, as in Hypothesis' own profile for CI. Every
+# other setting stays that of the profile Hypothesis chose (its CI profile under CI=true).
+_active = settings.get_profile(settings.get_current_profile_name())
+settings.register_profile(
+    "outcomes",
+    parent=_active,
+    deadline=None,
+    suppress_health_check=list(
+        dict.fromkeys([*_active.suppress_health_check, HealthCheck.too_slow])
+    ),
+)
+settings.load_profile("outcomes")
 
 DATA = Path(__file__).parent / "data"
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -119,25 +120,19 @@ def test_pyargs_packages(pytester: pytest.Pytester, on_cluster: str) -> None:
 
 
 def test_exitfirst_stops_all_workers(pytester: pytest.Pytester, on_cluster: str) -> None:
+    slow = "import time\n" + "".join(
+        f"def test_many_more_{i}(): time.sleep(0.2)\n" for i in range(8)
+    )
+    # The failing test is collected last, after two files of slow tests.
     pytester.makepyfile(
-        test_stop="""
-        import time
-        def test_fail_first():
-            assert False
-        def test_many_more_0(): time.sleep(0.2)
-        def test_many_more_1(): time.sleep(0.2)
-        def test_many_more_2(): time.sleep(0.2)
-        def test_many_more_3(): time.sleep(0.2)
-        def test_many_more_4(): time.sleep(0.2)
-        def test_many_more_5(): time.sleep(0.2)
-        def test_many_more_6(): time.sleep(0.2)
-        def test_many_more_7(): time.sleep(0.2)
-        """
+        test_a_slow=slow, test_b_slow=slow, test_z_stop="def test_fail_first():\n    assert False\n"
     )
-    # Durations put the failing test first, as a previous run would have.
-    pytester.path.joinpath("durations.json").write_text(
-        json.dumps({"test_stop.py::test_fail_first": 5.0})
-    )
+    # Recorded durations put it first, as a previous run would have: without them the two
+    # workers would start on the two slow files and reach it after all 16 slow tests.
+    recorded = {"test_z_stop.py::test_fail_first": 5.0}
+    for name in ("test_a_slow", "test_b_slow"):
+        recorded.update({f"{name}.py::test_many_more_{i}": 0.2 for i in range(8)})
+    pytester.path.joinpath("durations.json").write_text(json.dumps(recorded))
     store = str(pytester.path / "store.db")
     imported = subprocess.run(
         [
@@ -155,7 +150,7 @@ def test_exitfirst_stops_all_workers(pytester: pytest.Pytester, on_cluster: str)
         text=True,
         check=True,
     )
-    assert "imported 1 test durations" in imported.stdout
+    assert "imported 17 test durations" in imported.stdout
     result = pytester.runpytest_subprocess(
         "--ray", "--ray-workers", "2", "-x", "--ray-durations", store, timeout=240
     )
@@ -166,19 +161,46 @@ def test_exitfirst_stops_all_workers(pytester: pytest.Pytester, on_cluster: str)
     assert outcomes.get("passed", 0) < 8
 
 
-def test_last_failed_after_ray_run(pytester: pytest.Pytester, on_cluster: str) -> None:
+def test_replayed_reports_serve_lf_ff_durations_and_record_property(
+    pytester: pytest.Pytester, on_cluster: str
+) -> None:
     pytester.makepyfile(
         test_lf="""
-        def test_a(): pass
+        import time
+        def test_a(record_property):
+            record_property("model", "churn-v2")
+            time.sleep(0.2)
         def test_b(): assert False
         def test_c(): pass
         """
     )
-    first = pytester.runpytest_subprocess("--ray", timeout=240)
+    first = pytester.runpytest_subprocess(
+        "--ray", "--durations=0", "--junitxml=first.xml", "-o", "junit_family=xunit1", timeout=240
+    )
     assert first.ret == 1
+    first.stdout.fnmatch_lines(["*= slowest durations =*", "*s call     test_lf.py::test_a"])
+    (case,) = [
+        c
+        for c in ET.parse(pytester.path / "first.xml").iter("testcase")
+        if c.get("name") == "test_a"
+    ]
+    assert [(p.get("name"), p.get("value")) for p in case.iter("property")] == [
+        ("model", "churn-v2")
+    ]
     again = pytester.runpytest_subprocess("--ray", "--lf", timeout=240)
     again.assert_outcomes(failed=1)
     again.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*"])
+    # --ff: every test runs, the last failure first (one worker shows the order it ran in).
+    ff = pytester.runpytest_subprocess("--ray", "--ray-workers", "1", "--ff", "-v", timeout=240)
+    ff.assert_outcomes(passed=2, failed=1)
+    ff.stdout.fnmatch_lines(
+        [
+            "run-last-failure: rerun previous 1 failure first",
+            "*test_lf.py::test_b FAILED*",
+            "*test_lf.py::test_a PASSED*",
+            "*test_lf.py::test_c PASSED*",
+        ]
+    )
 
 
 def test_module_fixture_set_up_once_per_worker(pytester: pytest.Pytester, on_cluster: str) -> None:

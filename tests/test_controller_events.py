@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.run.controller import Controller
-from orchestrator.run.executor import PollResult
-from orchestrator.run.protocol import Message
+from orchestrator.run.executor import ClusterInfo, PollResult
+from orchestrator.run.protocol import Command, InitMessage, Message
+from orchestrator.run.run_config import RunConfig
+from orchestrator.scheduling.head_start import Given
 from orchestrator.scheduling.planner import make_plan
 from orchestrator.scheduling.retry import Attempt, RetryPolicy
 
@@ -23,16 +25,24 @@ Script = Callable[[str, Message], list[Message]]
 class ScriptedExecutor:
     """Runs no process: each command a worker is sent is answered by ``script``."""
 
+    leased = 0
+
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.inits: list[Message] = []
+        self.inits: list[InitMessage] = []
         self.closed: list[str] = []
         self._events: dict[str, list[Message]] = {}
 
-    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
-        self.launch(inits, env, cwd)
+    def connect(self, local_cpus: int) -> ClusterInfo:
+        return ClusterInfo("a script", local_cpus)
 
-    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+    def node_resources(self) -> list[dict[str, float]]:
+        return [{"CPU": 4.0}]
+
+    def holds_cpu(self, worker: str) -> bool:
+        return False
+
+    def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:
         for init in inits:
             self.inits.append(init)
             self.send(init["worker"], [init])
@@ -40,10 +50,10 @@ class ScriptedExecutor:
     def wait_started(self, workers: Sequence[str]) -> None:
         pass
 
-    def send(self, worker: str, commands: list[Message]) -> None:
+    def send(self, worker: str, commands: Sequence[Command]) -> None:
         queue = self._events.setdefault(worker, [])
         for command in commands:
-            queue.extend(self.script(worker, command))
+            queue.extend(self.script(worker, dict(command)))
 
     def dispatch(self) -> None:
         pass
@@ -58,7 +68,10 @@ class ScriptedExecutor:
         self.closed.append(worker)
         self._events.pop(worker, None)
 
-    def shutdown(self, graceful: bool = True) -> None:
+    def shutdown(self, graceful: bool = True, *, wait: bool = True) -> None:
+        pass
+
+    def wait_closed(self) -> None:
         pass
 
 
@@ -131,16 +144,8 @@ def _worker(tests: Callable[[int], list[Message]]) -> Script:
 
 def _controller(script: Script, nodeids: list[str], **options: Any) -> tuple[Controller, Recorder]:
     recorder = Recorder()
-    controller = Controller(
-        make_plan(nodeids, {}),
-        ScriptedExecutor(script),  # type: ignore[arg-type]
-        recorder,
-        workers=options.pop("workers", 1),
-        args=[],
-        cwd=".",
-        env={},
-        **options,
-    )
+    config = RunConfig(workers=options.pop("workers", 1), **options)
+    controller = Controller(make_plan(nodeids, {}), ScriptedExecutor(script), recorder, config)
     return controller, recorder
 
 
@@ -385,3 +390,32 @@ def test_recycled_workers_hand_back_their_tests_and_are_replaced_without_limit(
     recycled = [w for w, n in ran.items() if n >= limit]
     assert sorted(entry.split(":")[0] for entry in stats.recycled) == sorted(recycled)
     assert all(entry.endswith(f"ran {limit} tests") for entry in stats.recycled)
+
+
+def test_a_head_start_is_taken_over_under_the_plans_numbers() -> None:
+    """An early worker numbers its guesses first and the plan's tests after them: its
+    results come back under the plan's indices, a guess this run did not collect is
+    dropped, and what it is given later leaves in its own numbering."""
+    nodeids = ["t.py::a", "t.py::b", "t.py::c"]
+    # Guessed: 0 = b, 1 = a test this run did not collect, 2 = a.
+    given = Given(count=3, by_worker={"gw0": [(0, 1), (2, 0)]})
+    sent: list[Message] = []
+
+    def script(worker: str, command: Message) -> list[Message]:
+        sent.append(command)
+        kind = command["t"]
+        if kind == "more":
+            ran = [{"t": "end", "i": number} for number in range(3)]
+            return [{"t": "ready", "missing": [], "nmissing": 0}, *ran, {"t": "need"}]
+        if kind == "run":
+            return [*({"t": "end", "i": number} for number in command["i"]), {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    controller, recorder = _controller(script, nodeids, launched=["gw0"], head_start=given)
+    controller.run()
+    assert sorted(index for index, _, _ in recorder.finals) == [0, 1, 2]
+    assert [c["i"] for c in sent if c["t"] == "run"] == [[3 + 2]]
+    assert sent[0]["t"] == "more"  # no init: it was started before the controller
+    assert not controller.executor.inits  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from junitparser import Failure, JUnitXml, Skipped, TestCase, TestSuite
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.scheduling.planner import junit_key, make_plan
@@ -85,13 +86,29 @@ def test_import_pytest_split(tmp_path: Path) -> None:
     assert read_durations_file(path) == {"tests/test_a.py::test_x": 1.5}
 
 
+def _junit(path: Path, *suites: TestSuite) -> Path:
+    """Write a JUnit report of ``suites``, as CI tools that use junitparser write one."""
+    report = JUnitXml()
+    for suite in suites:
+        report.add_testsuite(suite)
+    report.write(str(path))
+    return path
+
+
+def _suite(name: str, *cases: TestCase) -> TestSuite:
+    suite = TestSuite(name)
+    suite.add_testcases(list(cases))
+    return suite
+
+
 def test_import_junit_feeds_the_plan(tmp_path: Path) -> None:
-    path = tmp_path / "report.xml"
-    path.write_text(
-        '<?xml version="1.0"?><testsuites><testsuite name="pytest">'
-        '<testcase classname="tests.test_a.TestX" name="test_y[1]" time="2.5"/>'
-        '<testcase classname="tests.test_a" name="test_z" time="0.5"/>'
-        "</testsuite></testsuites>"
+    path = _junit(
+        tmp_path / "report.xml",
+        _suite(
+            "pytest",
+            TestCase("test_y[1]", "tests.test_a.TestX", 2.5),
+            TestCase("test_z", "tests.test_a", 0.5),
+        ),
     )
     durations = read_durations_file(path)
     nodeid = "tests/test_a.py::TestX::test_y[1]"
@@ -99,6 +116,33 @@ def test_import_junit_feeds_the_plan(tmp_path: Path) -> None:
     plan = make_plan([nodeid, "tests/test_a.py::test_z"], durations)
     assert plan.estimates == (2.5, 0.5)
     assert plan.known == 2
+
+
+def test_import_reads_every_case_as_junitparser_does(tmp_path: Path) -> None:
+    """The streaming reader agrees with junitparser's reading of the whole document:
+    outcomes, several suites, a case without a time, a case repeated (its times add up)."""
+    failed = TestCase("test_fails", "tests.test_b", 1.25)
+    failed.result = [Failure("assert 1 == 2")]
+    skipped = TestCase("test_skips", "tests.test_b", 0.0)
+    skipped.result = [Skipped("not today")]
+    path = _junit(
+        tmp_path / "report.xml",
+        _suite("app", TestCase("test_a", "tests.test_a", 0.5), failed, skipped),
+        _suite(
+            "ml",
+            TestCase("test_fit", "tests.ml.test_model.TestModel", 3.0),
+            TestCase("test_untimed", "tests.ml.test_model"),
+            TestCase("test_a", "tests.test_a", 0.25),  # the same test, run again
+        ),
+    )
+    expected: dict[str, float] = {}
+    for suite in JUnitXml.fromfile(str(path)):
+        for case in suite:
+            key = f"junit:{case.classname}::{case.name}"
+            expected[key] = expected.get(key, 0.0) + (case.time or 0.0)
+    assert read_durations_file(path) == expected
+    assert expected["junit:tests.test_a::test_a"] == 0.75
+    assert expected["junit:tests.ml.test_model::test_untimed"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.run.numbering import Numbering
 from orchestrator.run.protocol import Message, decode
 from orchestrator.scheduling import head_start
 from orchestrator.scheduling.head_start import (
@@ -191,6 +192,19 @@ def test_the_scheduler_takes_over_what_was_given() -> None:
     assert (running, requeued) == (3, [])
     scheduler.finished("w1", 4)
     assert scheduler.completed == 3
+
+
+def test_numbering_maps_a_workers_numbers_to_the_plans_and_back() -> None:
+    numbering = Numbering()
+    assert not numbering and numbering.index("gw0", 4) == 4
+    numbering.take_over("gw0", 3, {0: 1, 2: 0})  # guess 1 is not in the plan
+    numbering.take_over("gw1", 3, {})  # it runs none of its guesses for the plan
+    assert numbering
+    assert [numbering.index("gw0", n) for n in range(5)] == [1, None, 0, 0, 1]
+    assert [numbering.index("gw1", n) for n in (0, 3)] == [None, 0]
+    assert numbering.numbers("gw0", [2, 5]) == [5, 8]
+    assert numbering.numbers("gw2", [2, 5]) == [2, 5]  # started after the plan existed
+    assert numbering.guessed("gw0") == {0: 1, 2: 0} and numbering.guessed("gw1") == {}
 
 
 # -- a worker with a head start, driven directly ------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from junitparser import JUnitXml, TestCase, TestSuite
 
 from orchestrator.pipelines.kinds import KINDS
 from orchestrator.reports.junit_kinds import TestFacts as Facts
@@ -77,29 +78,56 @@ def _report(tmp_path: Path, name: str = "pytest", text: str = REPORT) -> Path:
 
 
 def _suites(path: Path) -> dict[str, ET.Element]:
+    """The suites with their attributes exactly as written."""
     root = ET.parse(path).getroot()
     assert root.tag == "testsuites"
     return {suite.get("name", ""): suite for suite in root.findall("testsuite")}
 
 
-def _properties(suite: ET.Element) -> dict[str, str]:
-    return {p.get("name", ""): p.get("value", "") for p in suite.findall("properties/property")}
+def _read(path: Path) -> dict[str, TestSuite]:
+    """The suites as junitparser reads them, as do the CI tools that use it."""
+    return {suite.name: suite for suite in JUnitXml.fromfile(str(path))}
+
+
+def _properties(suite: TestSuite) -> dict[str, str]:
+    return {p.name: p.value for p in suite.properties()}
 
 
 def _counts(suite: ET.Element) -> tuple[int, ...]:
-    """tests, failures, errors, skipped."""
+    """tests, failures, errors, skipped (-1: not written)."""
     return tuple(int(suite.get(key, "-1")) for key in ("tests", "failures", "errors", "skipped"))
 
 
-def _cases(suite: ET.Element) -> list[str]:
-    return [case.get("name", "") for case in suite.findall("testcase")]
+def _cases(suite: TestSuite) -> list[str]:
+    return [case.name for case in suite]
+
+
+def _case(suite: TestSuite, name: str) -> TestCase:
+    return next(case for case in suite if case.name == name)
+
+
+def _every_case(*paths: Path) -> dict[tuple[str, str], tuple[object, ...]]:
+    """Each test case's outcome, time and output, as junitparser reads them."""
+    return {
+        (case.classname, case.name): (
+            case.is_failure,
+            case.is_error,
+            case.is_skipped,
+            [(r.message, r.text) for r in case.result],
+            case.time,
+            case.system_out,
+        )
+        for path in paths
+        for suite in JUnitXml.fromfile(str(path))
+        for case in suite
+    }
 
 
 def test_one_suite_per_kind_in_kinds_order(tmp_path: Path) -> None:
     report = _report(tmp_path)
     assert regroup(report, facts_of) == []
-    suites = _suites(report)
-    assert list(suites) == list(KINDS)
+    assert list(_suites(report)) == list(KINDS)
+    suites = _read(report)
     assert _cases(suites["unit"]) == ["test_total", "test_discount", "tests.broken"]
     assert _cases(suites["integration"]) == ["test_query", "test_migrate"]
     assert _cases(suites["data_validation"]) == ["test_schema[train]"]
@@ -137,7 +165,7 @@ def test_times_and_suite_attributes(tmp_path: Path) -> None:
 def test_each_suite_names_its_kind_pipeline_workers_and_metrics(tmp_path: Path) -> None:
     report = _report(tmp_path)
     regroup(report, facts_of)
-    suites = _suites(report)
+    suites = _read(report)
     assert _properties(suites["unit"]) == {
         "kind": "unit",
         "pipeline": "app",
@@ -165,13 +193,25 @@ def test_each_suite_names_its_kind_pipeline_workers_and_metrics(tmp_path: Path) 
 def test_testcases_keep_their_children(tmp_path: Path) -> None:
     report = _report(tmp_path)
     regroup(report, facts_of)
-    suites = _suites(report)
-    failure = suites["unit"].find("testcase[@name='test_discount']/failure")
-    assert failure is not None and failure.get("message") == "assert 1 == 2"
-    skipped = suites["integration"].find("testcase[@name='test_migrate']/skipped")
-    assert skipped is not None and skipped.get("message") == "no database"
-    out = suites["data_validation"].find("testcase/system-out")
-    assert out is not None and out.text == "checked 1000 rows"
+    suites = _read(report)
+    discount = _case(suites["unit"], "test_discount")
+    assert discount.is_failure and discount.result[0].message == "assert 1 == 2"
+    migrate = _case(suites["integration"], "test_migrate")
+    assert migrate.is_skipped and migrate.result[0].message == "no database"
+    schema = _case(suites["data_validation"], "test_schema[train]")
+    assert schema.system_out == "checked 1000 rows"
+
+
+def test_junitparser_reads_every_case_as_pytest_wrote_it(tmp_path: Path) -> None:
+    """Regrouping moves the test cases and loses nothing of them: not in the report, and
+    not across the pipeline files."""
+    report = _report(tmp_path)
+    before = _every_case(report)
+    app, ml = tmp_path / "app.xml", tmp_path / "ml.xml"
+    regroup(report, facts_of, pipeline_files={"app": app, "ml": ml})
+    assert _every_case(report) == before
+    assert _every_case(app, ml) == before
+    assert len(_every_case(app)) + len(_every_case(ml)) == len(before)
 
 
 def test_output_is_valid_junit(tmp_path: Path, junit_schema: Path) -> None:
@@ -201,8 +241,8 @@ def test_pipeline_files_hold_only_their_pipelines_suites(tmp_path: Path) -> None
         "0",
         "0",
     )
-    assert _properties(_suites(ml)["model_performance"]) == _properties(
-        _suites(report)["model_performance"]
+    assert _properties(_read(ml)["model_performance"]) == _properties(
+        _read(report)["model_performance"]
     )
 
 
@@ -228,16 +268,18 @@ def test_a_kind_without_tests_gets_no_suite(tmp_path: Path) -> None:
     suites = _suites(report)
     assert list(suites) == ["unit"]
     assert _counts(suites["unit"]) == (7, 1, 2, 1)
-    assert _properties(suites["unit"]) == {"kind": "unit", "pipeline": "app", "commit": "abc123"}
+    assert _properties(_read(report)["unit"]) == {
+        "kind": "unit",
+        "pipeline": "app",
+        "commit": "abc123",
+    }
 
 
 def test_a_test_we_know_nothing_of_is_a_unit_test(tmp_path: Path) -> None:
     report = _report(tmp_path)
     regroup(report, facts_of)
-    unit = _suites(report)["unit"]
-    broken = unit.find("testcase[@name='tests.broken']")
-    assert broken is not None
-    assert broken.find("error") is not None
+    unit = _read(report)["unit"]
+    assert _case(unit, "tests.broken").is_error
     assert not any(name.endswith("tests.broken") for name in _properties(unit))
 
 
@@ -247,7 +289,7 @@ def test_a_custom_suite_name_prefixes_the_kinds(tmp_path: Path) -> None:
     root = ET.parse(report).getroot()
     assert root.get("name") == "mysuite"
     assert list(_suites(report)) == [f"mysuite.{kind}" for kind in KINDS]
-    assert _properties(_suites(report)["mysuite.integration"])["kind"] == "integration"
+    assert _properties(_read(report)["mysuite.integration"])["kind"] == "integration"
 
 
 def test_a_bare_testsuite_root_is_regrouped(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from junitparser import JUnitXml, TestCase
 
 from orchestrator.reports.junit_merge import MergeError, expand, merge
 
@@ -57,7 +58,13 @@ def _write(tmp_path: Path, **files: str) -> dict[str, Path]:
 
 
 def _cases(path: Path) -> dict[str, ET.Element]:
+    """Each test case as written, with Surefire's elements that junitparser does not read."""
     return {c.get("name", ""): c for c in ET.parse(path).getroot().iter("testcase")}
+
+
+def _read(path: Path) -> dict[str, TestCase]:
+    """Each test case as junitparser reads it, as do the CI tools that use it."""
+    return {case.name: case for suite in JUnitXml.fromfile(str(path)) for case in suite}
 
 
 def test_suites_of_both_root_kinds_are_merged_flat_with_totals(
@@ -75,6 +82,9 @@ def test_suites_of_both_root_kinds_are_merged_flat_with_totals(
     assert (app.get("tests"), app.get("failures"), app.get("skipped")) == ("3", "1", "1")
     assert (ml.get("tests"), ml.get("errors")) == ("2", "1")
     assert app.find("properties/property").attrib == {"name": "pipeline", "value": "app"}
+    read = {suite.name: suite for suite in JUnitXml.fromfile(str(out))}
+    assert {name: len(suite) for name, suite in read.items()} == {"app": 3, "ml": 2}
+    assert [(p.name, p.value) for p in read["app"].properties()] == [("pipeline", "app")]
     assert app.get("hostname") == "job-1"
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("5", "1", "1")
     assert float(root.get("time", "")) == pytest.approx(5.5)
@@ -99,6 +109,7 @@ def test_a_retried_job_keeps_the_final_attempt_and_the_earlier_failure(
     assert result.duplicates == 1 and result.tests == 3 and result.failures == 0
     flaky = _cases(out)["test_flaky"]
     assert flaky.find("failure") is None and flaky.get("time") == "0.7"
+    assert _read(out)["test_flaky"].is_passed  # the earlier failure is no failure of the run
     earlier = flaky.find("flakyFailure")
     assert earlier is not None
     assert earlier.get("message") == "AssertionError: 1 != 2"
@@ -116,6 +127,7 @@ def test_a_test_failing_in_every_attempt_keeps_its_failure_and_reruns(tmp_path: 
     merge(out, [files["first"], files["second"]])
     flaky = _cases(out)["test_flaky"]
     assert [child.tag for child in flaky] == ["failure", "rerunFailure", "system-out"]
+    assert _read(out)["test_flaky"].is_failure
 
 
 def test_globs_expand_in_order_and_a_pattern_matching_nothing_is_an_error(
@@ -187,7 +199,7 @@ def test_many_cases_merge_with_counts_intact(tmp_path: Path) -> None:
     result = merge(out, list(files.values()))
     assert result.tests == 20000 and result.suites == 1
     assert len(_cases(out)) == 5000  # names repeat across classes; all 20000 are there:
-    assert sum(1 for _ in ET.parse(out).getroot().iter("testcase")) == 20000
+    assert sum(len(suite) for suite in JUnitXml.fromfile(str(out))) == 20000
 
 
 def test_the_command_reports_and_fails_clearly(tmp_path: Path) -> None:

@@ -219,7 +219,22 @@ def test_metric_drift_against_history(pytester: pytest.Pytester, on_cluster: str
     assert history.returncode == 0, history.stderr
     assert "accuracy" in history.stdout
     assert any(block in history.stdout for block in "▁▂▃▄▅▆▇█")
-    assert "0.8" in history.stdout  # the failing value is shown in the trend
+    # Every recorded value in the trend, the failing one in its place; the baseline only
+    # from the passing runs (the plain pytest run recorded nothing).
+    assert "outcomes  ..F." in history.stdout, history.stdout
+    assert (
+        "latest 0.89  baseline 0.9 (median of the last 3 passing runs)  last: 0.9, 0.92, 0.8, 0.89"
+        in history.stdout
+    ), history.stdout
+
+    # on_drift = "warn": the same drift only warns, and the run passes.
+    (root / "pyproject.toml").write_text(
+        DRIFTING["pyproject.toml"] + 'on_drift = "warn"\n', encoding="utf-8"
+    )
+    warned = _run(root, "pytest", "--ray", "--ray-workers", "1", env={"ACCURACY": "0.80"})
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert "1 passed, 1 warning" in warned.stdout, warned.stdout
+    assert "MetricDriftWarning: accuracy = 0.8 is worse than its baseline 0.9 " in warned.stdout
 
 
 def test_kinds_without_ray(pytester: pytest.Pytester, junit_schema: Path) -> None:

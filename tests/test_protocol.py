@@ -7,10 +7,13 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
-from orchestrator.run.protocol import WAKE_BYTES, Channel, decode, encode, pack, unpack
+from orchestrator.run import protocol
+from orchestrator.run.channel import WAKE_BYTES, Channel
+from orchestrator.run.protocol import Message, decode, encode, pack, unpack
 from orchestrator.worker.process import EventQueue
 
 
@@ -192,3 +195,76 @@ def test_output_pump_passes_lines_on_from_the_start_marker_and_keeps_them_in_the
     text = (tmp_path / "log").read_bytes()
     assert text == b"pytest's header\nfirst line\nsecond half\nlast without newline"
     queue.close()
+
+
+# -- the messages ------------------------------------------------------------------------
+def _kinds() -> dict[str, type]:
+    """Every typed message, by its kind (``t``)."""
+    out = {}
+    for message in [*get_args(protocol.Command), *get_args(protocol.Event)]:
+        (kind,) = get_args(get_type_hints(message)["t"])
+        out[kind] = message
+    return out
+
+
+def test_every_message_has_one_typed_definition_and_is_documented() -> None:
+    kinds = _kinds()
+    assert len(kinds) == len(get_args(protocol.Command)) + len(get_args(protocol.Event))
+    assert set(kinds) >= {"init", "run", "need", "pass", "ok", "end", "bye", "exit", "kill"}
+    doc = protocol.__doc__ or ""
+    for kind, message in kinds.items():
+        assert f"``{kind}``" in doc, kind
+        for key in message.__annotations__:
+            assert key == "t" or f"``{key}``" in doc, (kind, key)
+
+
+def _typed(line: bytes, kind: str) -> Message:
+    """``line`` decoded, checked against the typed definition of ``kind``."""
+    message = decode(line)
+    definition = _kinds()[kind]
+    assert message["t"] == kind
+    assert definition.__required_keys__ <= set(message) <= set(definition.__annotations__)
+    return message
+
+
+def test_hand_formatted_lines_decode_to_their_typed_messages() -> None:
+    location = ("tests/test_a.py", 3, "test_a[1]")
+    setup = protocol.timings_json(0.5, 10.0, 10.5)
+    call = protocol.timings_json(0.25, 10.5, 10.75, protocol.extras_json({"extra": []}))
+    where = protocol.location_json(location)
+    line = protocol.pass_line(7, setup, call, setup, where)
+    timings = [[0.5, 10.0, 10.5], [0.25, 10.5, 10.75, {"extra": []}], [0.5, 10.0, 10.5]]
+    expected = {"t": "pass", "i": 7, "p": timings, "l": list(location)}
+    assert _typed(line, "pass") == decode(encode(expected)) == expected
+    # Byte for byte what encode() writes, where no location (with its spaces) is in it.
+    ok = {"t": "ok", "i": 2, "w": "call", "p": [0.25, 10.5, 10.75, {"extra": []}]}
+    assert protocol.ok_line(2, "call", call) == encode(ok)
+    assert _typed(protocol.ok_line(2, "setup", setup, where), "ok")["l"] == list(location)
+    assert protocol.end_line(12) == encode({"t": "end", "i": 12})
+    assert _typed(protocol.end_line(12), "end") == {"t": "end", "i": 12}
+
+
+def test_the_compact_forms_stand_for_plain_reports() -> None:
+    line = protocol.pass_line(
+        0, "[1.0,2.0,3.0]", '[4.0,5.0,6.0,{"x":1}]', "[7.0,8.0,9.0]", '["t.py", 1, "t"]'
+    )
+    setup, call, teardown = protocol.pass_reports(decode(line))
+    assert [r["when"] for r in (setup, call, teardown)] == list(protocol.PHASES)
+    assert setup == {
+        protocol.PLAIN_KEY: True,
+        "outcome": "passed",
+        "when": "setup",
+        "duration": 1.0,
+        "start": 2.0,
+        "stop": 3.0,
+        "location": ["t.py", 1, "t"],
+    }
+    assert call["extras"] == {"x": 1} and "location" not in call
+    assert protocol.ok_report(decode(protocol.ok_line(0, "teardown", "[7.0,8.0,9.0]"))) == teardown
+
+
+def test_the_request_prefix_is_how_every_encoded_request_starts() -> None:
+    assert encode({"t": "need"}).startswith(protocol.NEED_PREFIX)
+    assert encode({"t": "need", "ahead": 1}).startswith(protocol.NEED_PREFIX)
+    others = [encode({"t": kind}) for kind in _kinds() if kind != "need"]
+    assert not any(line.startswith(protocol.NEED_PREFIX) for line in others)

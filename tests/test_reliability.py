@@ -1,7 +1,8 @@
 """Fault injection: flaky, failing, crashing, hanging and interrupted tests on the shared cluster.
 
 Every run is checked against the invariant: each collected test ends with exactly one final
-outcome, in the terminal and in the JUnit file.
+outcome, in the terminal and in the JUnit file. The tests check outcomes, and bound a hang
+with a timeout; how long each fault takes to settle is measured by `benchmarks/faults.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -220,11 +222,9 @@ def test_every_test_crashing_gets_its_own_verdict(
             os._exit(1)
         """
     )
-    start = time.monotonic()
     result = pytester.runpytest_subprocess(
         "--ray", "--ray-workers", "2", "--junitxml=r.xml", timeout=240
     )
-    assert time.monotonic() - start < 120
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(errors=12)
     # Each crash is its test's: every test ran, none is "not run".
@@ -286,11 +286,9 @@ def test_hard_timeouts_in_python_and_in_c(pytester: pytest.Pytester, on_cluster:
             pass
         """
     )
-    start = time.monotonic()
     result = pytester.runpytest_subprocess(
         "--ray", "--ray-workers", "2", "--ray-timeout", "3", timeout=240
     )
-    assert time.monotonic() - start < 90
     result.assert_outcomes(passed=4, errors=2)
     result.stdout.fnmatch_lines(
         ["*test_hang.py::test_sleeps_forever timed out after 3 s; worker gw* was stopped*"]
@@ -300,7 +298,18 @@ def test_hard_timeouts_in_python_and_in_c(pytester: pytest.Pytester, on_cluster:
     )
 
 
-def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        pytest.param(lambda proc: proc.send_signal(signal.SIGTERM), id="SIGTERM"),
+        # What a terminal's Ctrl-C does: SIGINT to every process of the foreground group,
+        # the Ray processes the run started included.
+        pytest.param(lambda proc: os.killpg(proc.pid, signal.SIGINT), id="ctrl-c"),
+    ],
+)
+def test_interrupt_keeps_finished_results_and_cleans_up(
+    pytester: pytest.Pytester, interrupt: Callable[[subprocess.Popen[str]], None]
+) -> None:
     pytester.makepyfile(
         test_slow="""
         import time, pytest
@@ -327,18 +336,22 @@ def test_interrupt_keeps_finished_results_and_cleans_up(pytester: pytest.Pyteste
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
     )
-    assert proc.stdout is not None
-    seen = ""
-    while "." * 4 not in seen:  # a few tests have finished
-        char = proc.stdout.read(1)
-        assert char, seen
-        seen += char
-    assert _cluster_processes(pytester.path)  # the check below can see them
-    proc.send_signal(signal.SIGTERM)
-    start = time.monotonic()
-    out, _ = proc.communicate(timeout=60)
-    assert time.monotonic() - start < 20
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "." * 4 not in seen:  # a few tests have finished
+            char = proc.stdout.read(1)
+            assert char, seen
+            seen += char
+        assert _cluster_processes(pytester.path)  # the check below can see them
+        interrupt(proc)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, seen + out
     assert "KeyboardInterrupt" in out
     assert "orchestrator summary" in out
@@ -427,9 +440,7 @@ def test_wrong_port_fails_fast_naming_the_address(pytester: pytest.Pytester) -> 
     threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     pytester.makepyfile(test_x="def test_x(): pass")
-    start = time.monotonic()
-    result = pytester.runpytest_subprocess("--ray", "--ray-address", address, timeout=120)
-    assert time.monotonic() - start < 30
+    result = pytester.runpytest_subprocess("--ray", "--ray-address", address, timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {address} answers, but not as a Ray cluster*"])
     listener.close()

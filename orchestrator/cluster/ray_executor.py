@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from orchestrator.cluster.ray_private import stop_monitor_first
 from orchestrator.cluster.ray_start import (
     after_failure,
     before_start,
@@ -32,7 +33,7 @@ from orchestrator.cluster.shipping import Shipment, is_loopback, portable_env
 from orchestrator.config import POLL_SECONDS
 from orchestrator.errors import ClusterError
 from orchestrator.run.executor import ClusterInfo, PollResult, WorkerLost
-from orchestrator.run.protocol import Message
+from orchestrator.run.protocol import Command, InitMessage, Message
 from orchestrator.worker.process import Spare, WorkerProcess
 
 #: Accelerator variables Ray sets in an actor; they win over the controller's values.
@@ -68,7 +69,7 @@ class WorkerActor:
 
     def __init__(
         self,
-        init: Message | None = None,
+        init: InitMessage | None = None,
         cwd: str = "",
         env: dict[str, str] | None = None,
         python: str = "",
@@ -84,7 +85,7 @@ class WorkerActor:
         else:  # a warm relay: notice a run that died holding it
             threading.Thread(target=self._watch_holder, name="lease-watch", daemon=True).start()
 
-    def start(self, init: Message, cwd: str, env: dict[str, str], python: str) -> None:
+    def start(self, init: InitMessage, cwd: str, env: dict[str, str], python: str) -> None:
         """Start the worker process in ``cwd`` with ``env``.
 
         A relative ``cwd`` means the project was shipped to this node (see
@@ -110,7 +111,7 @@ class WorkerActor:
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()}"
 
-    def exchange(self, commands: list[Message], timeout: float) -> list[bytes | Message]:
+    def exchange(self, commands: list[Command], timeout: float) -> list[bytes | Message]:
         if self._proc is None:
             return [{"t": "exit", "code": -1, "how": "no worker process", "log": ""}]
         self._proc.send(commands)
@@ -279,7 +280,7 @@ class RayExecutor:
         #: This executor called ``ray.init`` (it did not find a connection made by others).
         self._connected_here = False
         self._actors: dict[str, Any] = {}
-        self._outbox: dict[str, list[Message]] = {}
+        self._outbox: dict[str, list[Command]] = {}
         self._outstanding: dict[Any, str] = {}
         self._busy: set[str] = set()
         #: Workers running in leased warm relays (released, not killed, at the end).
@@ -366,10 +367,6 @@ class RayExecutor:
         return ClusterInfo(description=where, cpus=cpus)
 
     # -- workers ---------------------------------------------------------------------
-    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
-        self.launch(inits, env, cwd)
-        self.wait_started([init["worker"] for init in inits])
-
     @property
     def leased(self) -> int:
         """How many workers run in warm relays leased from ``orchestrator up``."""
@@ -380,7 +377,7 @@ class RayExecutor:
         instance, which counts none, nor for a leased warm relay."""
         return not self._started_here and worker not in self._leased
 
-    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
+    def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:
         """Ask Ray for the workers' actors and return at once: each starts its worker
         process (which collects the suite) as soon as Ray places it. Ordinary workers
         take warm relays of ``orchestrator up`` first, where there are free ones."""
@@ -472,7 +469,7 @@ class RayExecutor:
             if node.get("Alive")
         ]
 
-    def send(self, worker: str, commands: list[Message]) -> None:
+    def send(self, worker: str, commands: Sequence[Command]) -> None:
         self._outbox.setdefault(worker, []).extend(commands)
 
     def dispatch(self) -> None:
@@ -604,34 +601,6 @@ def _driver_settings() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def stop_monitor_first(ray: Any) -> bool:
-    """Stop the autoscaler monitor of the Ray instance this process started, ahead of
-    ``ray.shutdown()``; True when there was one to stop.
-
-    Ray's shutdown stops the instance's GCS first and its monitor after it: the monitor's
-    handler of SIGTERM then tries to report to the GCS that is gone, and Ray waits a full
-    second before it kills the monitor, at the end of every run that started its own
-    instance. Killing it first, as Ray does after that second, takes the second off. This
-    reaches into Ray's private state: where that differs, Ray's own shutdown stops the
-    monitor as before.
-    """
-    try:
-        node = ray._private.worker._global_node
-        infos = list(node.all_processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []))
-    except Exception:
-        return False
-    stopped = False
-    for info in infos:
-        process = getattr(info, "process", None)
-        if process is None or process.poll() is not None:
-            continue
-        with contextlib.suppress(Exception):
-            process.kill()
-            process.wait(timeout=5)
-            stopped = True
-    return stopped
-
-
 def _init_local(ray: Any, **options: Any) -> None:
     """``ray.init`` of a new local instance, never the cluster `ray start` may have recorded
     (Ray would join that one, and refuse the CPU count).
@@ -687,7 +656,7 @@ def start_local_head(
     return address, stop, detected
 
 
-def _actor_resources(init: Message, *, count_cpus: bool = True) -> dict[str, Any]:
+def _actor_resources(init: InitMessage, *, count_cpus: bool = True) -> dict[str, Any]:
     """Ray actor options for a worker's resource shape (one CPU when it has none).
 
     Without ``count_cpus`` (the embedded instance, which only this run uses) Ray is not

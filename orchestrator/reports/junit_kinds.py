@@ -7,6 +7,13 @@ Each suite's ``<properties>`` names its kind and pipeline, the worker that ran e
 (``worker:<test id>``) and each recorded metric (``metric:<test id>:<name>``); the
 junit-10 schema has no properties inside ``<testcase>``, so these stay valid where
 pytest's ``record_property`` would not. Files are replaced atomically.
+
+Each suite's counts and time come from junitparser's reading of its test cases (what
+counts as a failure, an error or a skip, and a case's time). The document itself is read
+and written with ElementTree: the test cases move into the new suites untouched, and the
+totals keep pytest's attribute order and three decimals. junitparser would write its own
+(``time="0.03"`` for ``time="0.030"``) and, when lxml is installed, build lxml elements,
+which cannot be mixed with ElementTree's.
 """
 
 from __future__ import annotations
@@ -32,27 +39,33 @@ class TestFacts:
     metrics: Sequence[tuple[str, float]] = field(default_factory=tuple)
 
 
-def _counts(cases: Sequence[ET.Element]) -> dict[str, int]:
-    out = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
-    for case in cases:
-        tags = {child.tag for child in case}
-        out["failures"] += "failure" in tags
-        out["errors"] += "error" in tags
-        out["skipped"] += "skipped" in tags
-    return out
+def _totals(cases: Sequence[ET.Element]) -> dict[str, str]:
+    """A suite's counts and time, from junitparser's reading of its cases: a case counts
+    once per kind of outcome it has."""
+    # Imported here: every pytest session that loads the plugin imports this module.
+    from junitparser import TestCase as JUnitCase
+
+    read = [JUnitCase.fromelem(case) for case in cases]
+    seconds = sum(case.time or 0.0 for case in read)
+    return {
+        "tests": str(len(read)),
+        "failures": str(sum(case.is_failure for case in read)),
+        "errors": str(sum(case.is_error for case in read)),
+        "skipped": str(sum(case.is_skipped for case in read)),
+        "time": f"{seconds:.3f}",
+    }
 
 
 def _suite(
     name: str,
     kind: str,
     cases: list[ET.Element],
+    totals: dict[str, str],
     facts: Sequence[TestFacts],
     template: ET.Element,
     shared_props: Sequence[ET.Element],
 ) -> ET.Element:
-    seconds = sum(float(c.get("time", "0") or 0) for c in cases)
-    attrs = {k: str(v) for k, v in _counts(cases).items()}
-    suite = ET.Element("testsuite", {"name": name, **attrs, "time": f"{seconds:.3f}"})
+    suite = ET.Element("testsuite", {"name": name, **totals})
     for key in ("timestamp", "hostname"):
         if template.get(key):
             suite.set(key, template.get(key, ""))
@@ -110,6 +123,7 @@ def regroup(
             if facts is not None:
                 facts_by_kind.setdefault(kind, []).append(facts)
     wall = sum(float(s.get("time", "0") or 0) for s in sources)
+    suite_totals = {kind: _totals(cases) for kind, cases in by_kind.items()}
 
     def build(kinds: Sequence[str]) -> ET.Element:
         suites = [
@@ -117,6 +131,7 @@ def regroup(
                 kind if suite_name == "pytest" else f"{suite_name}.{kind}",
                 kind,
                 by_kind[kind],
+                suite_totals[kind],
                 facts_by_kind.get(kind, ()),
                 template,
                 shared,

@@ -13,6 +13,11 @@ handler that refuses any document type
 declaration: JUnit reports never need one, and entity-expansion payloads need one to declare
 their entities. A malformed file is reported with its name, line and column. The output is
 written to a temporary file beside ``OUT`` and renamed over it only when the merge succeeded.
+
+This module does not use junitparser (which :mod:`orchestrator.reports.junit_kinds` uses to
+read a run's own report): junitparser loads each document whole, as a tree in memory, while
+a merge takes the reports of every job of a CI pipeline, of any size, and holds only what
+it must by streaming each through expat twice.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The run's machine-readable report (``--json``) and the data behind the HTML one.
 
-Schema ``orchestrator-report/1`` (documented in the README; fields are only ever added):
+Schema ``orchestrator-report/1`` (documented in docs/ci.md; fields are only ever added):
 
 - ``schema``, ``created`` (ISO 8601), ``started`` (epoch seconds of the session's start),
   ``command`` (pytest's arguments), ``rootdir``,

@@ -1,3 +1,3 @@
-"""One run: the controller's loop, the executor protocol it drives, and the wire messages
-between the controller and its workers.
+"""One run: the controller's loop, what it is configured with, the executor protocol it
+drives, and the wire messages between the controller and its workers.
 """

@@ -3,85 +3,62 @@
 Knows nothing of pytest (the listener replays reports) and nothing of Ray (the executor
 carries messages), so the rules about what happens when a worker needs work, finishes,
 fails, hangs or dies live in one place. Every test ends with exactly one call of
-:meth:`Listener.test_final`, however many attempts it took.
+:meth:`Listener.test_final`, however many attempts it took. Each kind of message from a
+worker has its method, ``worker_<kind>`` (see :mod:`orchestrator.run.protocol`).
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from orchestrator.config import POLL_SECONDS, thread_env
+from orchestrator.config import POLL_SECONDS
 from orchestrator.errors import CollectionMismatch, OrchestratorError
 from orchestrator.run.executor import Executor, WorkerLost
-from orchestrator.run.protocol import Message, decode
-from orchestrator.scheduling.head_start import Given
+from orchestrator.run.numbering import Numbering
+from orchestrator.run.protocol import (
+    ByeMessage,
+    CollectedMessage,
+    CollectingMessage,
+    EndMessage,
+    ExitMessage,
+    GoneMessage,
+    InitMessage,
+    LogMessage,
+    Message,
+    MissingMessage,
+    MoreMessage,
+    NeedMessage,
+    OkMessage,
+    OutMessage,
+    PassMessage,
+    ReadyMessage,
+    RecycleMessage,
+    ReportData,
+    ReportMessage,
+    TestsMessage,
+    WarningMessage,
+    decode,
+    ok_report,
+    pass_reports,
+    run_message,
+)
+from orchestrator.run.run_config import RunConfig, worker_name
 from orchestrator.scheduling.planner import Plan
 from orchestrator.scheduling.resources import DEFAULT, Resources, serves
-from orchestrator.scheduling.retry import Attempt, RetryPolicy
+from orchestrator.scheduling.retry import Attempt
 from orchestrator.scheduling.scheduler import Scheduler
-from orchestrator.worker.recycle import RecyclePolicy
 
-
-def worker_init(
-    worker: str,
-    *,
-    args: Sequence[str],
-    workercount: int,
-    testrunuid: str,
-    basetemp: str | None,
-    shape: Resources | None = None,
-    recycle: RecyclePolicy | None = None,
-) -> Message:
-    """The message that starts a worker process. Its tests follow in a ``tests`` message,
-    so a worker can start (and collect) before the controller has collected."""
-    init: Message = {
-        "t": "init",
-        "worker": worker,
-        "args": list(args),
-        "workercount": workercount,
-        "testrunuid": testrunuid,
-        "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        # One temporary directory per worker, under the run's own (as pytest-xdist).
-        "basetemp": os.path.join(basetemp, worker) if basetemp else None,
-    }
-    if recycle is not None and recycle.enabled:
-        init["recycle"] = recycle.as_message()
-    if shape is not None and shape != DEFAULT:
-        init["resources"] = shape.as_ray()
-        if shape.cpus >= 2:  # its own thread caps, unless the user set them
-            init["env"] = thread_env(os.environ, int(shape.cpus), 1)
-    return init
-
-
-PHASES = ("setup", "call", "teardown")
 #: Seconds a replacement worker may take to be placed by Ray and to collect the suite.
 REPLACEMENT_TIMEOUT = 120.0
 #: pytest's exit codes that say its session could not run as asked.
 SESSION_ERRORS = {2: "interrupted", 3: "internal error", 4: "usage error"}
-
-
-def _plain(when: str, timings: Sequence[Any]) -> Message:
-    """The report data of a phase that passed plainly, from its (duration, start, stop)
-    and, when plugins added attributes with plain values, those."""
-    duration, start, stop, *extras = timings
-    data: Message = {
-        "$plain": True,
-        "outcome": "passed",
-        "when": when,
-        "duration": duration,
-        "start": start,
-        "stop": stop,
-    }
-    if extras:
-        data["extras"] = extras[0]
-    return data
+#: The messages that name a test by the worker's number for it (see :class:`Numbering`).
+NUMBERED = frozenset(("report", "pass", "ok", "end"))
 
 
 class Listener(Protocol):
@@ -90,25 +67,25 @@ class Listener(Protocol):
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Test ``index`` is over: ``attempt`` is its verdict, ``earlier`` its retried runs."""
 
-    def test_warning(self, worker: str, data: Message) -> None:
+    def test_warning(self, worker: str, data: WarningMessage) -> None:
         """A warning recorded on a worker."""
 
     def should_stop(self) -> bool:
         """True once the run must stop handing out tests (``-x``, ``--maxfail``)."""
 
-    def worker_starting(self, init: Message) -> None:
+    def worker_starting(self, init: InitMessage) -> None:
         """A worker is about to start: add to its ``init`` (``workerinput``, ``live``)."""
 
     def worker_ready(self, worker: str) -> None:
         """A worker collected the suite and can take tests."""
 
-    def worker_down(self, worker: str, error: str | None, bye: Message | None) -> None:
+    def worker_down(self, worker: str, error: str | None, bye: ByeMessage | None) -> None:
         """A worker ended: by itself (``bye`` holds its output), or not (``error``)."""
 
     def worker_output(self, worker: str, text: str) -> None:
         """A line a worker printed (with ``-s``)."""
 
-    def worker_log(self, worker: str, message: Message) -> None:
+    def worker_log(self, worker: str, message: LogMessage) -> None:
         """A live log record of a worker (with ``log_cli``)."""
 
 
@@ -136,67 +113,28 @@ class Controller:
     """Runs one plan on an executor's workers until every test has an outcome."""
 
     def __init__(
-        self,
-        plan: Plan,
-        executor: Executor,
-        listener: Listener,
-        *,
-        workers: int,
-        args: Sequence[str],
-        cwd: str,
-        env: Mapping[str, str],
-        retry: RetryPolicy | None = None,
-        timeout: Callable[[int], float | None] = lambda index: None,
-        max_replacements: int | None = None,
-        basetemp: str | None = None,
-        needs: Sequence[Resources] = (),
-        shapes: Sequence[Resources] = (),
-        workerinput: Mapping[str, Any] | None = None,
-        testrunuid: str | None = None,
-        launched: Sequence[str] = (),
-        entry_costs: Mapping[str, float] | None = None,
-        head_start: Given | None = None,
-        recycle: RecyclePolicy | None = None,
+        self, plan: Plan, executor: Executor, listener: Listener, config: RunConfig
     ) -> None:
-        """``needs`` are the distinct resource needs (``plan.classes`` index them) and
-        ``shapes`` the workers to start; without them every worker runs every test.
-
-        ``launched`` names workers the executor started already, with the default shape,
-        while the suite was being collected (see :func:`worker_init`; they are named
-        ``gw0``, ``gw1``, ...): they take the places of default workers, and those not
-        needed are closed. ``workerinput`` reaches every worker's ``config.workerinput``.
-        ``entry_costs`` are the recorded costs of entering each test file (see
-        :class:`orchestrator.scheduler.Scheduler`). ``head_start``: the tests the
-        launched workers were given before the plan existed (see
-        orchestrator.scheduling.head_start).
-        ``recycle``: when a worker hands its place to a fresh one (see orchestrator.worker.recycle;
-        workers started early got it with their init message).
-        """
         self.plan = plan
         self.executor = executor
         self.listener = listener
-        self.needs = list(needs)
-        self.shapes: list[Resources | None] = list(shapes) or [None] * workers
+        self.config = config
+        self.needs = list(config.needs)
+        self.shapes: list[Resources | None] = list(config.shapes) or [None] * config.workers
         workers = len(self.shapes)
-        self.scheduler = Scheduler(plan, workers, entry_costs=entry_costs)
-        self.workerinput = dict(workerinput or {})
-        self.launched = list(launched)
-        self.retry = retry or RetryPolicy()
-        self.timeout = timeout
-        self.args = list(args)
-        self.cwd = cwd
-        self.env = dict(env)
-        self.basetemp = basetemp
-        self.testrunuid = testrunuid or uuid.uuid4().hex
+        self.scheduler = Scheduler(plan, workers, entry_costs=config.entry_costs)
+        self.workerinput = dict(config.workerinput)
+        self.retry = config.retry
         self.target = workers
-        self.max_replacements = max(workers, 4) if max_replacements is None else max_replacements
+        limit = config.max_replacements
+        self.max_replacements = max(workers, 4) if limit is None else limit
         self.states: dict[str, State] = {}
         self.stats = RunStats()
-        self._next_id = len(self.launched)
+        self._next_id = len(config.launched)
         self._replacements = 0
         self._ever_ready = False
         #: Reports (and failure texts) of the attempt now running, by test.
-        self._partial: dict[int, list[tuple[dict[str, Any], str | None]]] = {}
+        self._partial: dict[int, list[tuple[ReportData, str | None]]] = {}
         #: Earlier, retried attempts, by test.
         self._attempts: dict[int, list[Attempt]] = {}
         #: When each worker started the test it is running.
@@ -213,19 +151,34 @@ class Controller:
         self._finals: deque[tuple[int, Attempt, Sequence[Attempt]]] = deque()
         #: Replacement workers not ready yet, and when they were asked for.
         self._placing: dict[str, float] = {}
-        self.head_start = head_start
-        self.recycle = recycle
         #: Workers that are ending at their recycling limit (replaced already).
         self._recycled: set[str] = set()
-        #: Per worker holding a head start's guesses: how many (its numbering of the
-        #: plan's tests starts after them), and the plan's index of each guess it runs.
-        self._offset: dict[str, int] = {}
-        self._guessed: dict[str, dict[int, int]] = {}
+        #: How workers holding a head start's guesses number the plan's tests.
+        self._numbering = Numbering()
         #: Workers whose pytest session ended in error (their ``bye``), waiting for the
         #: end of the process, which brings their last output.
-        self._farewell: dict[str, Message] = {}
+        self._farewell: dict[str, ByeMessage] = {}
         #: The last worker lost and how, with its last output, for the give-up message.
         self._last_loss = ""
+        #: What to do with each kind of message from a worker.
+        self._handlers: Mapping[str, Callable[[str, Any], None]] = {
+            "ready": self.worker_ready,
+            "gone": self.worker_gone,
+            "collecting": self.worker_collecting,
+            "collected": self.worker_collected,
+            "missing": self.worker_missing,
+            "report": self.worker_report,
+            "ok": self.worker_ok,
+            "pass": self.worker_pass,
+            "end": self.worker_end,
+            "need": self.worker_need,
+            "recycle": self.worker_recycle,
+            "warning": self.worker_warning,
+            "log": self.worker_log,
+            "out": self.worker_out,
+            "bye": self.worker_bye,
+            "exit": self.worker_exit,
+        }
 
     # -- workers ---------------------------------------------------------------------
     def _start(
@@ -238,23 +191,17 @@ class Controller:
         meanwhile, and a worker not ready within :data:`REPLACEMENT_TIMEOUT` is given up.
         """
         spare = list(adopt)
-        inits, adopted, started = [], [], []
+        inits: list[InitMessage] = []
+        adopted: list[str] = []
+        started: list[str] = []
         for shape in shapes:
             if spare and (shape is None or shape == DEFAULT):
                 worker = spare.pop(0)
                 adopted.append(worker)
             else:
-                worker = f"gw{self._next_id}"
+                worker = worker_name(self._next_id)
                 self._next_id += 1
-                init = worker_init(
-                    worker,
-                    args=self.args,
-                    workercount=self.target,
-                    testrunuid=self.testrunuid,
-                    basetemp=self.basetemp,
-                    shape=shape,
-                    recycle=self.recycle,
-                )
+                init = self.config.setup.init(worker, self.target, shape)
                 self.listener.worker_starting(init)
                 inits.append(init)
                 started.append(worker)
@@ -264,29 +211,30 @@ class Controller:
                 self.scheduler.set_serves(worker, serves(shape, self.needs))
         for worker in spare:  # started early, not needed after all: nothing to finish
             self.executor.close_worker(worker, graceful=False)
-        tests: Message = {
+        tests: TestsMessage = {
             "t": "tests",
             "nodeids": list(self.plan.nodeids),
             "workerinput": self.workerinput,
         }
         # Workers started early learn their tests now, before new ones are waited for.
         for worker in adopted:
-            if self.head_start is None:
+            if self.config.head_start is None:
                 self.executor.send(worker, [tests])
             else:
                 self._take_over(worker, tests)
         self.executor.dispatch()
+        env, cwd = self.config.env, self.config.setup.cwd
         constrained = [init for init in inits if init.get("resources")]
         ordinary = [init for init in inits if not init.get("resources")]
         if constrained and ordinary and wait:
             # Ray may place an ordinary worker asked for a moment later on the node a GPU
             # worker waits for (a CPU being freed there by a worker that just stopped):
             # the constrained ones are placed first, then the others take what is left.
-            self.executor.launch(constrained, self.env, self.cwd)
+            self.executor.launch(constrained, env, cwd)
             self.executor.wait_started([init["worker"] for init in constrained])
-            self.executor.launch(ordinary, self.env, self.cwd)
+            self.executor.launch(ordinary, env, cwd)
         elif inits:
-            self.executor.launch(constrained + ordinary, self.env, self.cwd)
+            self.executor.launch(constrained + ordinary, env, cwd)
         if not wait:
             for worker in started:
                 self.executor.send(worker, [tests])  # delivered once Ray has placed it
@@ -296,37 +244,35 @@ class Controller:
         for worker in started:
             self.executor.send(worker, [tests])
 
-    def _take_over(self, worker: str, tests: Message) -> None:
+    def _take_over(self, worker: str, tests: TestsMessage) -> None:
         """An early worker holding a head start's guesses: the plan's tests follow them,
         and the guesses that are in the plan count as handed out to it."""
-        assert self.head_start is not None
-        self._offset[worker] = self.head_start.count
-        self.executor.send(worker, [{**tests, "t": "more"}])
+        head_start = self.config.head_start
+        assert head_start is not None
+        more: MoreMessage = {
+            "t": "more",
+            "nodeids": tests["nodeids"],
+            "workerinput": self.workerinput,
+        }
+        self.executor.send(worker, [more])
         # Only tests of the classes this worker serves (in a run with shaped workers, the
         # early ones are ordinary: a guess that needs more than they have runs elsewhere).
         classes = set(self.scheduler.serves(worker))
         pairs = [
             (guess, index)
-            for guess, index in self.head_start.by_worker.get(worker, ())
+            for guess, index in head_start.by_worker.get(worker, ())
             if self.plan.class_of(index) in classes
         ]
         given = set(self.scheduler.give(worker, [index for _, index in pairs]))
+        guessed = {guess: index for guess, index in pairs if index in given}
+        self._numbering.take_over(worker, head_start.count, guessed)
         if given:
-            self._guessed[worker] = {guess: index for guess, index in pairs if index in given}
             self._since[worker] = time.monotonic()
-
-    def _index(self, worker: str, number: int) -> int | None:
-        """The plan's index of the test a worker numbers ``number`` (None: a guess of a
-        head start that is not part of this run)."""
-        offset = self._offset.get(worker, 0)
-        if number >= offset:
-            return number - offset
-        return self._guessed[worker].get(number) if worker in self._guessed else None
 
     def _live(self) -> list[str]:
         return [w for w, s in self.states.items() if s is not State.DONE]
 
-    def _retire(self, worker: str, error: str | None = None, bye: Message | None = None) -> None:
+    def _retire(self, worker: str, error: str | None = None, bye: ByeMessage | None = None) -> None:
         """Forget a worker that ended, one way or another, and tell the listener (workers
         started early and closed unused in :meth:`_start` do not come here)."""
         if self.states.get(worker) is not State.DONE:
@@ -362,7 +308,7 @@ class Controller:
         return self.stats
 
     def _loop(self) -> None:
-        self._start(self.shapes[: max(1, len(self.plan.nodeids))], adopt=self.launched)
+        self._start(self.shapes[: max(1, len(self.plan.nodeids))], adopt=self.config.launched)
         while self._live():
             for worker, result in self.executor.poll(POLL_SECONDS):
                 if self.states.get(worker) in (None, State.DONE):
@@ -403,81 +349,106 @@ class Controller:
 
     def _event(self, worker: str, event: Message) -> None:
         kind = event["t"]
-        if self._offset and kind in ("report", "pass", "ok", "end"):
-            index = self._index(worker, event["i"])
+        if self._numbering and kind in NUMBERED:
+            index = self._numbering.index(worker, event["i"])
             if index is None:
                 return  # a guessed test this run did not collect: its result is dropped
             event["i"] = index
-        if kind == "report":
-            self._report(worker, event)
-        elif kind == "end":  # the test's reports (any number, or none) are complete
-            self._test_done(worker, event["i"], self._partial.pop(event["i"], []))
-        elif kind == "out":
-            self.listener.worker_output(worker, event["s"])
-        elif kind == "log":
-            self.listener.worker_log(worker, event)
-        elif kind == "pass":  # three plain passed phases, timings only
-            setup, call, teardown = (
-                _plain(when, timings) for when, timings in zip(PHASES, event["p"], strict=True)
-            )
-            setup["location"] = event["l"]
-            self._test_done(worker, event["i"], [(setup, None), (call, None), (teardown, None)])
-        elif kind == "ok":  # one plain passed phase (see worker.PLAIN_FIELDS)
-            data = _plain(event["w"], event["p"])
-            if "l" in event:
-                data["location"] = event["l"]
-            self._report(worker, {"i": event["i"], "r": data})
-        elif kind == "need":
-            if event.get("ahead"):
-                self._serve_ahead(worker)
-            else:
-                self._parked.add(worker)
-                self._serve(worker)
-        elif kind == "recycle":
-            self._recycle(worker, event["why"])
-        elif kind == "warning":
-            self.listener.test_warning(worker, event)
-        elif kind == "collecting":  # a test file, before its first test here: not timed
-            self._since.pop(worker, None)
-        elif kind == "collected":
-            self._since[worker] = time.monotonic()
-        elif kind == "missing":  # a test file collected late lacks some of its tests
-            raise CollectionMismatch(_mismatch_message(worker, event))
-        elif kind == "gone":  # guesses of a head start the worker did not find
-            kept = self._guessed.get(worker, {})
-            lacking = [self.plan.nodeids[kept[g]] for g in event["i"] if g in kept]
-            if lacking:
-                lost = {"missing": lacking[:50], "nmissing": len(lacking)}
-                raise CollectionMismatch(_mismatch_message(worker, lost))
-        elif kind == "ready":
-            if event["nmissing"]:
-                raise CollectionMismatch(_mismatch_message(worker, event))
-            self.states[worker] = State.READY
-            self._ever_ready = True
-            self.listener.worker_ready(worker)
-        elif kind == "bye":
-            if self.states[worker] is State.STARTING or event.get("code") in SESSION_ERRORS:
-                self._farewell[worker] = event  # its output comes with the process's end
-            else:
-                self._done(worker, event)
-        elif kind == "exit":
-            bye = self._farewell.pop(worker, None)
-            if self.states[worker] is State.STARTING:
-                self._failed_start(worker, event, bye)
-            elif bye is not None:
-                self._done(worker, bye, event.get("log"))
-            elif worker in self._killing:
-                index, limit = self._killing.pop(worker)
-                self._lost(
-                    worker,
-                    f"{self.plan.nodeids[index]} timed out after {limit:g} s; "
-                    f"worker {worker} was stopped",
-                    event,
-                    cause="timeout",
-                )
-            else:
-                self._lost(worker, f"worker {worker} crashed", event)
+        handler = self._handlers.get(kind)
+        if handler is not None:
+            handler(worker, event)
 
+    # -- messages from workers -------------------------------------------------------
+    def worker_ready(self, worker: str, event: ReadyMessage) -> None:
+        if event["nmissing"]:
+            raise CollectionMismatch(_mismatch_message(worker, event))
+        self.states[worker] = State.READY
+        self._ever_ready = True
+        self.listener.worker_ready(worker)
+
+    def worker_gone(self, worker: str, event: GoneMessage) -> None:
+        """Guesses of a head start the worker did not find."""
+        kept = self._numbering.guessed(worker)
+        lacking = [self.plan.nodeids[kept[g]] for g in event["i"] if g in kept]
+        if lacking:
+            lost: MissingMessage = {
+                "t": "missing",
+                "missing": lacking[:50],
+                "nmissing": len(lacking),
+                "errors": [],
+            }
+            raise CollectionMismatch(_mismatch_message(worker, lost))
+
+    def worker_collecting(self, worker: str, event: CollectingMessage) -> None:
+        """A test file, before its first test here: not timed."""
+        self._since.pop(worker, None)
+
+    def worker_collected(self, worker: str, event: CollectedMessage) -> None:
+        self._since[worker] = time.monotonic()
+
+    def worker_missing(self, worker: str, event: MissingMessage) -> None:
+        """A test file collected late lacks some of its tests."""
+        raise CollectionMismatch(_mismatch_message(worker, event))
+
+    def worker_report(self, worker: str, event: ReportMessage) -> None:
+        self._report(event["i"], event["r"], event.get("text"))
+
+    def worker_ok(self, worker: str, event: OkMessage) -> None:
+        """One plain passed phase (see orchestrator.worker.session.PLAIN_FIELDS)."""
+        self._report(event["i"], ok_report(event), None)
+
+    def worker_pass(self, worker: str, event: PassMessage) -> None:
+        """Three plain passed phases, timings only."""
+        self._test_done(worker, event["i"], [(data, None) for data in pass_reports(event)])
+
+    def worker_end(self, worker: str, event: EndMessage) -> None:
+        """The test's reports (any number, or none) are complete."""
+        self._test_done(worker, event["i"], self._partial.pop(event["i"], []))
+
+    def worker_need(self, worker: str, event: NeedMessage) -> None:
+        if event.get("ahead"):
+            self._serve_ahead(worker)
+        else:
+            self._parked.add(worker)
+            self._serve(worker)
+
+    def worker_recycle(self, worker: str, event: RecycleMessage) -> None:
+        self._recycle(worker, event["why"])
+
+    def worker_warning(self, worker: str, event: WarningMessage) -> None:
+        self.listener.test_warning(worker, event)
+
+    def worker_log(self, worker: str, event: LogMessage) -> None:
+        self.listener.worker_log(worker, event)
+
+    def worker_out(self, worker: str, event: OutMessage) -> None:
+        self.listener.worker_output(worker, event["s"])
+
+    def worker_bye(self, worker: str, event: ByeMessage) -> None:
+        if self.states[worker] is State.STARTING or event.get("code") in SESSION_ERRORS:
+            self._farewell[worker] = event  # its output comes with the process's end
+        else:
+            self._done(worker, event)
+
+    def worker_exit(self, worker: str, event: ExitMessage) -> None:
+        bye = self._farewell.pop(worker, None)
+        if self.states[worker] is State.STARTING:
+            self._failed_start(worker, event, bye)
+        elif bye is not None:
+            self._done(worker, bye, event.get("log"))
+        elif worker in self._killing:
+            index, limit = self._killing.pop(worker)
+            self._lost(
+                worker,
+                f"{self.plan.nodeids[index]} timed out after {limit:g} s; "
+                f"worker {worker} was stopped",
+                event,
+                cause="timeout",
+            )
+        else:
+            self._lost(worker, f"worker {worker} crashed", event)
+
+    # -- work ------------------------------------------------------------------------
     def _recycle(self, worker: str, why: str) -> None:
         """A worker at its recycling limit tore its fixtures down and is ending: the tests
         it held go back to the queue, and a fresh worker takes its place. Neither counts
@@ -533,10 +504,8 @@ class Controller:
         return [w for w, s in self.states.items() if s in (State.STARTING, State.READY)]
 
     def _send_batch(self, worker: str, batch: list[int]) -> None:
-        offset = self._offset.get(worker, 0)
-        numbers = [index + offset for index in batch] if offset else batch
-        message = {"t": "run", "i": numbers, "a": self.scheduler.ask_at(batch)}
-        self.executor.send(worker, [message])
+        numbers = self._numbering.numbers(worker, batch)
+        self.executor.send(worker, [run_message(numbers, self.scheduler.ask_at(batch))])
 
     def _unsettled(self, worker: str) -> bool:
         """Could more work still appear for ``worker`` (a queued test of a class it
@@ -545,12 +514,14 @@ class Controller:
             return False
         return self.scheduler.has_work_for(worker, running_counts=self.retry.enabled)
 
-    def _report(self, worker: str, event: Message) -> None:
+    def _report(self, index: int, data: ReportData, text: str | None) -> None:
         if self.stats.first_test_at is None:
             self.stats.first_test_at = time.time()
-        self._partial.setdefault(event["i"], []).append((event["r"], event.get("text")))
+        self._partial.setdefault(index, []).append((data, text))
 
-    def _test_done(self, worker: str, index: int, parts: list[tuple[Message, str | None]]) -> None:
+    def _test_done(
+        self, worker: str, index: int, parts: list[tuple[ReportData, str | None]]
+    ) -> None:
         """All phases of test ``index`` arrived from ``worker``: (report data, text) each."""
         if self.stats.first_test_at is None:
             self.stats.first_test_at = time.time()
@@ -593,12 +564,12 @@ class Controller:
             index = self.scheduler.in_flight(worker)
             if index is None or worker not in self._since:
                 continue
-            limit = self.timeout(index)
+            limit = self.config.timeout(index)
             if limit is not None and now - self._since[worker] > limit:
                 self._killing[worker] = (index, limit)
                 self.executor.send(worker, [{"t": "kill"}])
 
-    def _done(self, worker: str, bye: Message, log: str | None = None) -> None:
+    def _done(self, worker: str, bye: ByeMessage, log: str | None = None) -> None:
         """A worker's pytest session ended (``log``: its last output, when it ended in
         error)."""
         code = bye.get("code")
@@ -616,7 +587,7 @@ class Controller:
                     message += f": {error}{_output_of(worker, log)}"
                 self._conclude(index, self._lost_attempt(worker, index, message, "crash"))
 
-    def _failed_start(self, worker: str, event: Message, bye: Message | None) -> None:
+    def _failed_start(self, worker: str, event: ExitMessage, bye: ByeMessage | None) -> None:
         """A worker ended before it collected the tests. When its own pytest session
         ended it (a plugin or conftest.py failed there, an import failed, ...), every
         worker would fail alike: the run stops, with that worker's output."""
@@ -647,7 +618,7 @@ class Controller:
         )
 
     def _lost(
-        self, worker: str, what: str, event: Message | None = None, cause: str = "crash"
+        self, worker: str, what: str, event: ExitMessage | None = None, cause: str = "crash"
     ) -> None:
         """A worker died: its running test gets an error or a retry, its queue goes back."""
         shape = self._shape_of.get(worker)
@@ -712,7 +683,7 @@ def _output_of(worker: str, log: str | None) -> str:
     return f"\nThe output of {worker} ends with:\n{log.rstrip()}"
 
 
-def _mismatch_message(worker: str, event: Message) -> str:
+def _mismatch_message(worker: str, event: ReadyMessage | MissingMessage) -> str:
     shown = "\n".join(f"  {nodeid}" for nodeid in event["missing"])
     more = event["nmissing"] - len(event["missing"])
     tail = f"\n  ... and {more} more" if more > 0 else ""

@@ -1,4 +1,9 @@
-"""The interface between the controller's loop and whatever runs the workers."""
+"""The interface between a run and whatever runs its workers.
+
+The controller and the pytest plugin use an executor only through :class:`Executor`, so
+both run against a fake one in the fast tests; the one that uses Ray is
+:class:`orchestrator.cluster.ray_executor.RayExecutor`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.run.protocol import Message
+from orchestrator.run.protocol import Command, InitMessage, Message
 
 
 @dataclass(frozen=True)
@@ -29,18 +34,31 @@ PollResult = tuple[str, "list[bytes | Message] | WorkerLost"]
 
 
 class Executor(Protocol):
-    """Starts workers, carries commands to them and events back."""
+    """Connects to the cluster, starts workers, carries commands to them and events back."""
 
-    def start_workers(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
-        """Start one worker per init message (each names its worker id)."""
+    # -- the cluster -----------------------------------------------------------------
+    def connect(self, local_cpus: int) -> ClusterInfo:
+        """Join the cluster, or start one of ``local_cpus`` CPUs for this run."""
 
-    def launch(self, inits: Sequence[Message], env: Mapping[str, str], cwd: str) -> None:
-        """Start workers without waiting for them (see :meth:`wait_started`)."""
+    def node_resources(self) -> list[dict[str, float]]:
+        """Total resources of each live node (``CPU``, ``GPU``, ``memory``, ...)."""
+
+    @property
+    def leased(self) -> int:
+        """How many workers run in warm relays kept by ``orchestrator up``."""
+
+    def holds_cpu(self, worker: str) -> bool:
+        """Whether the cluster counts a CPU of some node as taken by ``worker``."""
+
+    # -- workers ---------------------------------------------------------------------
+    def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:
+        """Start one worker per init message (each names its worker), without waiting
+        for them (see :meth:`wait_started`)."""
 
     def wait_started(self, workers: Sequence[str]) -> None:
         """Wait until launched workers are placed; raise a clear error if they cannot be."""
 
-    def send(self, worker: str, commands: list[Message]) -> None:
+    def send(self, worker: str, commands: Sequence[Command]) -> None:
         """Queue commands for ``worker``; they leave with its next exchange."""
 
     def dispatch(self) -> None:
@@ -52,5 +70,12 @@ class Executor(Protocol):
     def close_worker(self, worker: str, graceful: bool = True) -> None:
         """Release a worker that has finished or died (at once, without ``graceful``)."""
 
-    def shutdown(self, graceful: bool = True) -> None:
-        """Stop every worker; stop the cluster too if this executor started it."""
+    # -- the end ---------------------------------------------------------------------
+    def shutdown(self, graceful: bool = True, *, wait: bool = True) -> None:
+        """Stop every worker (letting their sessions finish when ``graceful``), and the
+        cluster if this executor started it; safe to call again. Without ``wait`` the
+        disconnection goes on while the caller writes its reports (see
+        :meth:`wait_closed`)."""
+
+    def wait_closed(self) -> None:
+        """Return once a disconnection started by ``shutdown(wait=False)`` is over."""

@@ -351,7 +351,14 @@ def read_pytest_split(path: Path) -> dict[str, float]:
 
 
 def read_junit(path: Path) -> dict[str, float]:
-    """Durations from a JUnit XML report, keyed the way :func:`junit_key` names tests."""
+    """Durations from a JUnit XML report, keyed the way :func:`junit_key` names tests.
+
+    The report is read as a stream, each ``<testcase>`` dropped once read, and not with
+    junitparser (which reads a run's own report in
+    :mod:`orchestrator.reports.junit_kinds`): junitparser loads the whole document first,
+    which makes imports of large CI reports markedly slower, and their memory grows with
+    the report (its captured output included).
+    """
     out: dict[str, float] = {}
     try:
         for _event, elem in ET.iterparse(path, events=("end",)):

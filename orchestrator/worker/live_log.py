@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from orchestrator.run.protocol import Channel, Message
+    from orchestrator.run.channel import Channel
+    from orchestrator.run.protocol import LogMessage
 
 #: The LogRecord attributes that travel (the message goes formatted, as ``msg``).
 RECORD_FIELDS = (
@@ -87,7 +88,7 @@ def forward_live_logs(config: pytest.Config, channel: Channel) -> None:
     plugin.log_cli_handler = ForwardingHandler(channel, handler.level)
 
 
-def show_live_log(config: pytest.Config, message: Message) -> None:
+def show_live_log(config: pytest.Config, message: LogMessage) -> None:
     """On the controller: show a worker's record as pytest shows live logs."""
     handler = _live_handler(config)
     if handler is None:

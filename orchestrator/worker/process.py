@@ -17,8 +17,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import cast
 
-from orchestrator.run.protocol import FDS_ENV, LIVE_START, Message, encode
+from orchestrator.run.channel import FDS_ENV
+from orchestrator.run.protocol import (
+    LIVE_START,
+    NEED_PREFIX,
+    Command,
+    ExitMessage,
+    InitMessage,
+    Message,
+    encode,
+)
 from orchestrator.worker.recycle import oom_kills
 
 #: How much of a dead worker's output goes into the error that reports it.
@@ -31,8 +41,6 @@ READ_SECONDS = 0.05
 LINGER_SECONDS = 0.05
 #: Most events handed over in one exchange.
 MAX_EVENTS = 2000
-#: How a worker's request for work starts (see protocol.encode).
-NEED_PREFIX = b'{"t":"need"'
 
 
 def describe_exit(returncode: int) -> str:
@@ -78,7 +86,7 @@ class EventQueue:
     controller); a worker running tiny tests would fill the pipe in that time and
     stall on its next write. Draining the pipe continuously keeps it running.
 
-    With a wake pipe (see :class:`orchestrator.protocol.Channel`) the thread reads every
+    With a wake pipe (see :class:`orchestrator.run.channel.Channel`) the thread reads every
     :data:`READ_SECONDS`, and at once when the worker wakes it, instead of at every write:
     a worker running tiny tests would otherwise wake it (and take a core from the tests)
     a thousand times a second. A ``spare`` worker, which says nothing until a run takes
@@ -183,7 +191,7 @@ class EventQueue:
                     os.close(fd)
 
 
-def worker_env(init: Message, env: Mapping[str, str]) -> dict[str, str]:
+def worker_env(init: InitMessage, env: Mapping[str, str]) -> dict[str, str]:
     """The environment of a worker process: ``env`` and the worker's own variables."""
     child_env = dict(env)
     worker = init["worker"]
@@ -376,7 +384,7 @@ class WorkerProcess:
 
     def __init__(
         self,
-        init: Message,
+        init: InitMessage,
         *,
         cwd: str,
         env: Mapping[str, str],
@@ -399,14 +407,14 @@ class WorkerProcess:
         _match_priority(self._proc.pid, init.get("nice"))
         self._commands = started.commands
         self._events = started.events
-        self.exit_event: Message | None = None
+        self.exit_event: ExitMessage | None = None
         #: The controller had it killed (a timeout, the run's end).
         self._killed = False
         #: The out-of-memory killer's count in this cgroup, to tell its kills from others.
         self._oom_kills = oom_kills()
         self.send([init])
 
-    def send(self, messages: Sequence[Message]) -> None:
+    def send(self, messages: Sequence[Command]) -> None:
         """Write commands; a worker that already died is noticed by :meth:`events`."""
         if any(m["t"] == "kill" for m in messages):
             # Handled here, not by the worker: it may be stuck where it cannot read.
@@ -443,10 +451,11 @@ class WorkerProcess:
                 break
             line = self._events.readline(max(0.0, deadline - time.monotonic()))
         if self._events.done:
-            out.append(self._finish())
+            # Decoded already: a message of its owner's, not a line of the worker's.
+            out.append(cast("Message", self._finish()))
         return out
 
-    def _finish(self) -> Message:
+    def _finish(self) -> ExitMessage:
         try:
             returncode = self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import sys
 import threading
@@ -31,7 +30,22 @@ from typing import Any
 
 import pytest
 
-from orchestrator.run.protocol import FDS_ENV, LIVE_START, Channel, Message, pack, unpack
+from orchestrator.run.channel import FDS_ENV, Channel
+from orchestrator.run.protocol import (
+    LIVE_START,
+    ByeMessage,
+    Message,
+    ReadyMessage,
+    ReportMessage,
+    end_line,
+    extras_json,
+    location_json,
+    ok_line,
+    pack,
+    pass_line,
+    timings_json,
+    unpack,
+)
 from orchestrator.worker.gcpause import paused_gc
 from orchestrator.worker.live_log import forward_live_logs
 from orchestrator.worker.recycle import RecyclePolicy, resident_bytes
@@ -244,7 +258,7 @@ class WorkerPlugin:
         # collector from walking it again and again while the tests run.
         gc.freeze()
         self.nmissing = len(missing)
-        ready: Message = {"t": "ready", "missing": missing[:50], "nmissing": len(missing)}
+        ready: ReadyMessage = {"t": "ready", "missing": missing[:50], "nmissing": len(missing)}
         if missing and self._collect_errors:  # a test file that did not import here
             ready["errors"] = self._collect_errors[:3]
         self.channel.send(ready)
@@ -399,7 +413,7 @@ class WorkerPlugin:
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if not self._passed:
                 self._release_held()
-                self.channel.send_raw(f'{{"t":"end","i":{index}}}\n'.encode(), flush=False)
+                self.channel.send_raw(end_line(index), flush=False)
             if self.recycling is None and self.lazy_next is not None and self.recycle.enabled:
                 self.lazy_next.resolve()  # a test whose reports never asked (skipped, ...)
             if self.recycling is not None:
@@ -473,26 +487,24 @@ class WorkerPlugin:
             # Most reports: a pass with no output. The controller rebuilds them from its
             # own copy of the test; only the timings travel, and a test whose three
             # phases all passed plainly travels as one ``pass`` line.
-            # Formatted by hand: json.dumps costs more than the rest of this path. The
-            # setup phase brings the test's location along (the controller would spend
-            # more on working it out again than on reading it).
-            timings = f"[{report.duration!r},{report.start!r},{report.stop!r}{extras}]"
+            # Formatted by hand (see protocol.pass_line): json.dumps costs more than the
+            # rest of this path. The setup phase brings the test's location along (the
+            # controller would spend more on working it out again than on reading it).
+            timings = timings_json(report.duration, report.start, report.stop, extras)
             held = self._held
             if self._sent:  # not the test's only reports: each phase on its own
-                where = json.dumps(report.location) if report.when == "setup" else None
+                where = location_json(report.location) if report.when == "setup" else None
                 self._held.append((report.when, timings, where))
                 self._release_held()
             elif report.when == "setup":
-                self._held = [("setup", timings, json.dumps(report.location))]
+                self._held = [("setup", timings, location_json(report.location))]
             elif report.when == "call" and len(held) == 1:
                 held.append(("call", timings, None))
             elif report.when == "teardown" and len(held) == 2:
                 self._held = []
-                line = (
-                    f'{{"t":"pass","i":{self.current},"p":[{held[0][1]},{held[1][1]},'
-                    f'{timings}],"l":{held[0][2]}}}\n'
-                )
-                self.channel.send_raw(line.encode(), flush=False)
+                location = held[0][2] or "null"  # the setup's: always there
+                line = pass_line(self.current, held[0][1], held[1][1], timings, location)
+                self.channel.send_raw(line, flush=False)
                 self._passed = True
             else:
                 self._held.append((report.when, timings, None))
@@ -501,7 +513,7 @@ class WorkerPlugin:
             self._release_held()
             self._sent = True
             data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
-            message: Message = {"t": "report", "i": self.current, "r": data}
+            message: ReportMessage = {"t": "report", "i": self.current, "r": data}
             if report.failed:
                 message["text"] = report.longreprtext  # for --retry-only and rerun records
             self.channel.send(message)
@@ -512,9 +524,7 @@ class WorkerPlugin:
         if self._held:
             self._sent = True
         for when, timings, location in self._held:
-            where = f',"l":{location}' if location else ""
-            line = f'{{"t":"ok","i":{self.current},"w":"{when}","p":{timings}{where}}}\n'
-            self.channel.send_raw(line.encode(), flush=False)
+            self.channel.send_raw(ok_line(self.current, when, timings, location), flush=False)
         self._held = []
 
     def _after(self, report: pytest.TestReport) -> None:
@@ -543,7 +553,7 @@ class WorkerPlugin:
         extra = {name: fields[name] for name in fields.keys() - PLAIN_FIELDS}
         if not all(_plain_value(value) for value in extra.values()):
             return None
-        return "," + json.dumps(extra, separators=(",", ":"))
+        return extras_json(extra)
 
     def _keywords(self, item: pytest.Item) -> dict[str, int]:
         cached = self._keyword_cache.get(item.nodeid)
@@ -653,6 +663,7 @@ PRELOADED = (
     "orchestrator.settings",
     "orchestrator.scheduling.sharding",
     "orchestrator.cluster.shipping",
+    "orchestrator.options",
 )
 
 
@@ -661,9 +672,18 @@ def preload() -> None:
     what ours needs. A spare process does it while it waits for a run (a tenth of a second
     off the run's start); they come from where ``orchestrator.worker`` itself came from, so
     a run's ``PYTHONPATH`` could not have made them differ."""
-    from _pytest.config import default_plugins
+    # pytest's private list of its plugins (tests/test_pytest_private.py checks it). Read
+    # here, not through pytest_orchestrator.pytest_private: importing the plugin package
+    # before pytest starts keeps pytest from rewriting its assertions. Without the list,
+    # pytest imports its plugins itself when the run starts.
+    try:
+        from _pytest.config import default_plugins
+    except ImportError:
+        plugins: tuple[str, ...] = ()
+    else:
+        plugins = default_plugins
 
-    for name in [*(f"_pytest.{plugin}" for plugin in default_plugins), *PRELOADED]:
+    for name in [*(f"_pytest.{plugin}" for plugin in plugins), *PRELOADED]:
         try:
             importlib.import_module(name)
         except Exception:  # pytest reports it, if it matters, when it loads the plugin
@@ -687,12 +707,12 @@ def main() -> int:
     return 0
 
 
-def farewell(config: pytest.Config | None, code: int) -> Message:
+def farewell(config: pytest.Config | None, code: int) -> ByeMessage:
     """The ``bye`` message: pytest's exit code, what plugins left in
     ``config.workeroutput`` for the controller, and what this worker ran on."""
     output = dict(getattr(config, "workeroutput", None) or {})
     output.setdefault("exitstatus", code)
-    message: Message = {
+    message: ByeMessage = {
         "t": "bye",
         "code": code,
         "info": {

@@ -12,6 +12,8 @@ from collections.abc import Hashable
 
 import pytest
 
+from pytest_orchestrator.pytest_private import fixture_scopes
+
 
 def fixture_group(item: pytest.Item) -> Hashable:
     """``item``'s file, class and the parameters of its fixtures scoped above a function."""
@@ -26,10 +28,10 @@ def _scoped_params(item: pytest.Item) -> tuple[tuple[str, int], ...]:
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return ()
-    scopes = getattr(callspec, "_arg2scope", {})  # pytest's own record of each scope
+    scopes = fixture_scopes(callspec)
     indices = getattr(callspec, "indices", {})
     return tuple(
         (name, index)
         for name, index in sorted(indices.items())
-        if str(getattr(scopes.get(name), "value", "function")) != "function"
+        if scopes.get(name, "function") != "function"
     )

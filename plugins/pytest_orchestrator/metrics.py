@@ -14,7 +14,6 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,11 +52,11 @@ def _history(config: pytest.Config, nodeid: str) -> dict[str, list[float]]:
 
 
 def _read_store(config: pytest.Config) -> dict[str, dict[str, list[float]]]:
-    from orchestrator.config import default_store_path
+    from orchestrator.config import store_path
+    from orchestrator.options import DURATIONS
     from orchestrator.store.history import HistoryStore
 
-    option = config.getoption("ray_durations", None)
-    path = Path(option) if option else default_store_path(config.rootpath)
+    path = store_path(config.rootpath, config.getoption(DURATIONS.dest, None))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.junitxml import xml_key
-from _pytest.terminal import TerminalReporter
 
 from orchestrator.errors import UsageError
 from orchestrator.pipelines.kinds import KINDS, PIPELINES, classify, pipeline_of
@@ -24,6 +22,7 @@ from orchestrator.reports.progress import format_duration
 from orchestrator.scheduling.planner import junit_key
 from orchestrator.scheduling.resources import Resources
 from orchestrator.settings import Settings
+from pytest_orchestrator.pytest_private import TerminalReporter, junit_report_path
 
 #: Outcome columns of the per-kind table, in order.
 COLUMNS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
@@ -190,8 +189,8 @@ class Pipelines:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        xml = self.config.stash.get(xml_key, None)
-        if xml is None or not Path(xml.logfile).is_file():
+        report = junit_report_path(self.config)
+        if report is None or not report.is_file():
             return
         prefix = self.config.option.junitprefix
         by_key = {junit_key(nodeid): nodeid for nodeid in self.kind_of}
@@ -203,4 +202,4 @@ class Pipelines:
             nodeid = by_key.get(f"junit:{classname}::{case.get('name', '')}")
             return self.facts(nodeid) if nodeid is not None else None
 
-        self._written = regroup(Path(xml.logfile), facts_of, pipeline_files=self.pipeline_files)
+        self._written = regroup(report, facts_of, pipeline_files=self.pipeline_files)

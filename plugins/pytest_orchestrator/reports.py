@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.terminal import TerminalReporter
 
 from orchestrator.reports.atomic import write_text_atomically
 from orchestrator.reports.html_report import render
@@ -24,6 +23,7 @@ from orchestrator.reports.run_report import (
     to_json,
 )
 from pytest_orchestrator.pipelines import Pipelines
+from pytest_orchestrator.pytest_private import TerminalReporter
 
 
 class ReportsPlugin:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -10,8 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from _pytest._io import TerminalWriter
-from _pytest.terminal import TerminalReporter
+
+from pytest_orchestrator.pytest_private import TerminalReporter, writing_nowhere
 
 #: Seconds between two progress lines when the output is not a terminal (CI logs).
 PLAIN_PROGRESS_EVERY = 10.0
@@ -47,17 +46,16 @@ class Terminal:
         if not enabled or reporter is None or reporter.verbosity > 0:
             yield
             return
-        real = reporter._tw
-        self._live = (real, render)
-        # Our line replaces pytest's "[ 40%]" column, including its final "[100%]".
-        reporter._show_progress_info = False
-        reporter._tw = TerminalWriter(file=io.StringIO())
         try:
-            yield
+            with writing_nowhere(reporter) as real:
+                # None: pytest's reporter works otherwise, and keeps its own output.
+                if real is not None:
+                    self._live = (real, render)
+                yield
         finally:
-            reporter._tw = real
-            self.draw(final=True)
-            self._live = None
+            if self._live is not None:
+                self.draw(final=True)
+                self._live = None
 
     def draw(self, final: bool = False) -> None:
         """Redraw the progress line (at most every so often, unless ``final``)."""

