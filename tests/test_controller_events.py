@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.run import controller as controller_module
 from orchestrator.run.controller import Controller
 from orchestrator.run.executor import ClusterInfo, PollResult
 from orchestrator.run.protocol import Command, InitMessage, Message
@@ -419,3 +420,56 @@ def test_a_head_start_is_taken_over_under_the_plans_numbers() -> None:
     assert [c["i"] for c in sent if c["t"] == "run"] == [[3 + 2]]
     assert sent[0]["t"] == "more"  # no init: it was started before the controller
     assert not controller.executor.inits  # type: ignore[attr-defined]
+
+
+def test_a_replacement_ray_cannot_place_keeps_nobody_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker dies (its node is lost) and Ray cannot place its replacement: the other
+    worker runs the tests the lost one held, though they lie before where it is, once the
+    replacement is late; the run does not wait for the replacement's time limit."""
+    monkeypatch.setattr(controller_module, "PLACEMENT_GRACE", 0.0)
+    crashed: list[int] = []
+    ran_on: dict[int, str] = {}
+    crash: Message = {"t": "exit", "code": -9, "how": "signal 9", "log": ""}
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            if worker == "gw2":  # the replacement: never placed
+                return []
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":
+            events: list[Message] = []
+            for index in command["i"]:
+                if worker == "gw0":
+                    crashed.append(index)
+                    return [*events, _report(index, "setup", "passed"), crash]
+                ran_on[index] = worker
+                events.append({"t": "end", "i": index})
+            return [*events, {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    monkeypatch.setattr(controller_module, "REPLACEMENT_TIMEOUT", float("inf"))
+    nodeids = [f"t.py::test_{i}" for i in range(20)]
+    controller, recorder = _controller(script, nodeids, workers=2)
+    executor = controller.executor
+    poll = executor.poll
+    polls = 0
+
+    def bounded(timeout: float) -> list[PollResult]:
+        nonlocal polls
+        polls += 1
+        assert polls < 100_000, "the run waits for a replacement that never comes"
+        return poll(timeout)
+
+    executor.poll = bounded  # type: ignore[method-assign]
+    stats = controller.run()
+    verdicts = {index: attempt for index, attempt, _ in recorder.finals}
+    assert sorted(verdicts) == list(range(20))
+    assert crashed and all(verdicts[i].lost for i in crashed)
+    assert set(ran_on) == set(range(20)) - set(crashed)
+    assert set(ran_on.values()) == {"gw1"}
+    assert stats.gave_up is None

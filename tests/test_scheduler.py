@@ -378,3 +378,27 @@ def test_asking_ahead_hides_the_round_trip() -> None:
     assert ahead.makespan < waiting.makespan
     assert ahead.makespan <= plan.total / 2 + 0.005 + AHEAD_SECONDS
     assert ahead.efficiency > 0.99
+
+
+def test_a_replacement_that_is_late_does_not_keep_the_others_waiting() -> None:
+    """Tests a lost worker held lie before where the other worker is in their file: they
+    wait for the replacement, which runs them in collection order, while it is expected;
+    once the controller says it is late (Ray has not placed it), the worker there takes them."""
+    nodeids = [f"tests/test_x.py::test_{i}" for i in range(12)]
+    plan = make_plan(nodeids, dict.fromkeys(nodeids, 1.0))
+    sched = Scheduler(plan, 2, min_batch_seconds=3.0)
+    first = sched.next_batch("a")
+    ran = list(sched.next_batch("b"))
+    running, requeued = sched.worker_lost("a")
+    assert running == first[0] and requeued
+    sched.add_worker()  # its replacement, not placed yet
+    for index in ran:
+        sched.finished("b", index)
+    while batch := sched.next_batch("b"):  # everything after where b is
+        ran += batch
+        for index in batch:
+            sched.finished("b", index)
+    assert set(requeued) <= set(range(12)) - set(ran)  # left for the replacement
+    sched.late = 1
+    stranded = sched.next_batch("b")
+    assert stranded and set(stranded) <= set(requeued)

@@ -55,6 +55,9 @@ from orchestrator.scheduling.scheduler import Scheduler
 
 #: Seconds a replacement worker may take to be placed by Ray and to collect the suite.
 REPLACEMENT_TIMEOUT = 120.0
+#: Seconds a replacement may take to be placed before the workers there are stop waiting
+#: for it: tests only it could still run in collection order go to them instead.
+PLACEMENT_GRACE = 5.0
 #: pytest's exit codes that say its session could not run as asked.
 SESSION_ERRORS = {2: "interrupted", 3: "internal error", 4: "usage error"}
 #: The messages that name a test by the worker's number for it (see :class:`Numbering`).
@@ -298,6 +301,10 @@ class Controller:
                 if not idle:
                     limit = f"{REPLACEMENT_TIMEOUT:g}"
                     self.stats.lost.append(f"{worker} (not placed within {limit} s)")
+        # Those still waited for after a while are not counted on to come soon.
+        self.scheduler.late = sum(
+            1 for since in self._placing.values() if now - since > PLACEMENT_GRACE
+        )
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> RunStats:
@@ -327,7 +334,7 @@ class Controller:
             self.executor.dispatch()
             self._replay()
             self._enforce_timeouts()
-            if self._placing:
+            if self._placing or self.scheduler.late:
                 self._check_placing()
             if not self.scheduler.stopped and self.listener.should_stop():
                 self._stop()

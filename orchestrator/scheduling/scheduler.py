@@ -141,6 +141,10 @@ class Scheduler:
         self._group_end: dict[int, int] = {}
         #: Workers that asked, were given tests or were declared, and have not left.
         self._known: set[str] = set()
+        #: Replacement workers the controller no longer counts on soon (Ray has not placed
+        #: them for a while: a lost node's place may never come back). Tests only they could
+        #: still run in order go to the workers there are instead of waiting for them.
+        self.late = 0
         #: Tests given against collection order: every worker that could run them had
         #: passed them (after a worker was lost), so one of them runs them anyway.
         self.out_of_order = 0
@@ -370,7 +374,7 @@ class Scheduler:
     def _reachable(self, index: int, cls: int, file: int, but: str | None = None) -> bool:
         """Can a worker (other than ``but``) still run queued test ``index`` in order:
         one that serves its class and has not passed it, or one not heard of yet?"""
-        unheard = self._workers - len(self._known)
+        unheard = self._workers - len(self._known) - self.late
         if cls == 0 and unheard > 0:
             return True
         return any(
