@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import io
+import logging
 import re
 import sys
 import types
@@ -24,6 +25,9 @@ from pytest_orchestrator.pytest_private import (
     junit_report_path,
     junit_xml,
     junit_xml_key,
+    live_log_handler,
+    live_log_phase,
+    replace_live_log_handler,
     runtestprotocol,
     tmp_path_factory,
     writing_nowhere,
@@ -226,7 +230,10 @@ def test_preload_without_pytests_plugin_list_still_loads_ours(
 
 
 # -- no other module reaches into pytest ---------------------------------------------------
-PRIVATE = re.compile(r"\b_pytest\b|\._tw\b|_tmp_path_factory|_show_progress_info")
+PRIVATE = re.compile(
+    r"\b_pytest\b|\._tw\b|_tmp_path_factory|_show_progress_info|log_cli_handler"
+    r"|_LiveLoggingNullHandler|\b_when\b|_arg2scope"
+)
 #: Where a private use may stand: pytest_private.py, and the worker's preload (see its
 #: comment).
 ALLOWED = {
@@ -264,3 +271,22 @@ def test_fixture_scopes_name_each_parameters_scope(pytester: pytest.Pytester) ->
     callspec = items[0].callspec  # type: ignore[attr-defined]
     assert fixture_scopes(callspec) == {"shared": "module", "x": "function"}
     assert fixture_scopes(object()) == {}  # no record: every parameter counts as a function's
+
+
+@pytest.mark.parametrize("log_cli", ["true", "false"])
+def test_the_live_log_handler_is_found_only_with_log_cli(
+    pytester: pytest.Pytester, log_cli: str
+) -> None:
+    config = pytester.parseconfigure("-o", f"log_cli={log_cli}")
+    handler = live_log_handler(config)
+    if log_cli == "false":
+        assert handler is None
+        return
+    assert handler is not None and hasattr(handler, "set_when")
+    handler.set_when("call")
+    assert live_log_phase(handler) == "call"
+    stand_in = logging.NullHandler()
+    stand_in.set_when = lambda when: None  # type: ignore[attr-defined]
+    replace_live_log_handler(config, stand_in)
+    assert live_log_handler(config) is stand_in
+    assert live_log_phase(object()) is None  # a handler that keeps no phase

@@ -4,7 +4,7 @@ On a worker, pytest's live-log handler would write to a terminal nobody reads; i
 replaced by one that sends each record to the controller. There the record is rebuilt
 and handed to pytest's own live-log handler, so it is formatted, filtered by level and
 placed under pytest's "live log" headings as in a serial run, in order of arrival.
-Both ends use what pytest's logging plugin keeps as ``log_cli_handler``.
+Both ends reach pytest's live-log handler through ``pytest_orchestrator.pytest_private``.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ RECORD_FIELDS = (
 
 
 def _live_handler(config: pytest.Config) -> Any:
-    """pytest's live-log handler, or None when ``log_cli`` is off."""
-    plugin = config.pluginmanager.get_plugin("logging-plugin")
-    handler = getattr(plugin, "log_cli_handler", None)
-    if handler is None or not hasattr(handler, "set_when"):
-        return None
-    # With log_cli off pytest keeps a handler that drops everything.
-    return None if type(handler).__name__ == "_LiveLoggingNullHandler" else handler
+    """pytest's live-log handler, or None when ``log_cli`` is off. (Imported here, not at
+    the top: a worker imports this module before pytest starts, which must load the plugin
+    package itself to rewrite its assertions.)"""
+    from pytest_orchestrator.pytest_private import live_log_handler
+
+    return live_log_handler(config)
 
 
 class ForwardingHandler(logging.Handler):
@@ -84,8 +83,9 @@ def forward_live_logs(config: pytest.Config, channel: Channel) -> None:
     handler = _live_handler(config)
     if handler is None:
         return
-    plugin: Any = config.pluginmanager.get_plugin("logging-plugin")
-    plugin.log_cli_handler = ForwardingHandler(channel, handler.level)
+    from pytest_orchestrator.pytest_private import replace_live_log_handler
+
+    replace_live_log_handler(config, ForwardingHandler(channel, handler.level))
 
 
 def show_live_log(config: pytest.Config, message: LogMessage) -> None:
@@ -97,6 +97,8 @@ def show_live_log(config: pytest.Config, message: LogMessage) -> None:
     data["args"] = None
     record = logging.makeLogRecord(data)
     when = message.get("w")
-    if when and getattr(handler, "_when", None) != when:
+    from pytest_orchestrator.pytest_private import live_log_phase
+
+    if when and live_log_phase(handler) != when:
         handler.set_when(when)
     handler.handle(record)

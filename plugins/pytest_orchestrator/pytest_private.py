@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest.runner import runtestprotocol
@@ -146,3 +146,30 @@ def fixture_scopes(callspec: object) -> dict[str, str]:
     if not isinstance(scopes, dict):
         return {}
     return {str(name): str(getattr(scope, "value", scope)) for name, scope in scopes.items()}
+
+
+def live_log_handler(config: pytest.Config) -> Any:
+    """pytest's live-log handler (the logging plugin's ``log_cli_handler``), or None when
+    ``log_cli`` is off: pytest then keeps a ``_LiveLoggingNullHandler`` that drops every
+    record. Where pytest keeps neither, None too: live logs then stay on the workers, as
+    without ``log_cli``."""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    handler = getattr(plugin, "log_cli_handler", None)
+    if handler is None or not hasattr(handler, "set_when"):
+        return None
+    return None if type(handler).__name__ == "_LiveLoggingNullHandler" else handler
+
+
+def replace_live_log_handler(config: pytest.Config, handler: Any) -> None:
+    """Make ``handler`` the logging plugin's live-log handler (it is told each phase with
+    ``set_when`` and given the records ``log_cli`` shows)."""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    if plugin is not None:
+        plugin.log_cli_handler = handler
+
+
+def live_log_phase(handler: Any) -> str | None:
+    """The phase pytest's live-log handler last announced (its ``_when``), so that a
+    heading is written only when the phase changes; None where it keeps none."""
+    when = getattr(handler, "_when", None)
+    return when if isinstance(when, str) else None
