@@ -110,11 +110,6 @@ def store_path(
     return root / STORE_DIRNAME / STORE_FILENAME
 
 
-def default_store_path(root: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """:func:`store_path` when the command line names no store."""
-    return store_path(root, None, environ)
-
-
 #: The files pytest looks for its configuration in, by precedence in one directory.
 _PYTEST_CONFIG_FILES = (
     "pytest.toml",

@@ -8,9 +8,9 @@ import pytest
 
 from orchestrator.config import (
     THREAD_VARS,
-    default_store_path,
     find_project_root,
     parse_workers,
+    store_path,
     thread_env,
 )
 from orchestrator.errors import UsageError
@@ -42,8 +42,8 @@ def test_store_location(tmp_path: Path) -> None:
     sub.mkdir(parents=True)
     root = find_project_root(sub)
     assert root == tmp_path.resolve()
-    assert default_store_path(root, {}) == root / ".orchestrator" / "durations.db"
-    assert default_store_path(root, {"ORCHESTRATOR_STORE": "/x/y.db"}) == Path("/x/y.db")
+    assert store_path(root, None, {}) == root / ".orchestrator" / "durations.db"
+    assert store_path(root, None, {"ORCHESTRATOR_STORE": "/x/y.db"}) == Path("/x/y.db")
 
 
 def test_formatting() -> None:

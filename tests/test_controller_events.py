@@ -150,6 +150,22 @@ def _controller(script: Script, nodeids: list[str], **options: Any) -> tuple[Con
     return controller, recorder
 
 
+def _bound_polls(controller: Controller, limit: int, message: str) -> None:
+    """Fail with ``message`` when the run polls its executor ``limit`` times: the scripted
+    executor answers at once, so a run that waits for something never ends otherwise."""
+    executor = controller.executor
+    poll = executor.poll
+    polls = 0
+
+    def bounded(timeout: float) -> list[PollResult]:
+        nonlocal polls
+        polls += 1
+        assert polls < limit, message
+        return poll(timeout)
+
+    executor.poll = bounded  # type: ignore[method-assign]
+
+
 def test_a_test_run_again_on_its_worker_has_one_verdict_with_every_report() -> None:
     # As pytest-rerunfailures runs a test: two rounds of phases, then the end.
     rerun = [
@@ -291,7 +307,6 @@ def test_a_fault_belongs_to_its_test_and_the_run_ends(
     """Random suites whose faulty tests kill their worker or hang until the controller
     kills it: every healthy test passes, each faulty test gets one verdict naming its
     fault, and the run ends however many there are (no replacement limit is reached)."""
-    polls = 0
     crash: Message = {"t": "exit", "code": 1, "how": "exit code 1", "log": "bye"}
     killed: Message = {"t": "exit", "code": -9, "how": "signal 9 (SIGKILL)", "log": ""}
 
@@ -320,16 +335,7 @@ def test_a_fault_belongs_to_its_test_and_the_run_ends(
         retry=RetryPolicy(retries=retries),
         timeout=lambda index: 0.002 if faults[index] == "hang" else None,
     )
-    executor = controller.executor
-    poll = executor.poll
-
-    def bounded(timeout: float) -> list[PollResult]:
-        nonlocal polls
-        polls += 1
-        assert polls < 1_000_000, "the run does not end"
-        return poll(timeout)
-
-    executor.poll = bounded  # type: ignore[method-assign]
+    _bound_polls(controller, 1_000_000, "the run does not end")
     stats = controller.run()
     verdicts = {index: attempt for index, attempt, _ in recorder.finals}
     assert sorted(verdicts) == list(range(len(faults)))  # exactly one each
@@ -455,17 +461,7 @@ def test_a_replacement_ray_cannot_place_keeps_nobody_waiting(
     monkeypatch.setattr(controller_module, "REPLACEMENT_TIMEOUT", float("inf"))
     nodeids = [f"t.py::test_{i}" for i in range(20)]
     controller, recorder = _controller(script, nodeids, workers=2)
-    executor = controller.executor
-    poll = executor.poll
-    polls = 0
-
-    def bounded(timeout: float) -> list[PollResult]:
-        nonlocal polls
-        polls += 1
-        assert polls < 100_000, "the run waits for a replacement that never comes"
-        return poll(timeout)
-
-    executor.poll = bounded  # type: ignore[method-assign]
+    _bound_polls(controller, 100_000, "the run waits for a replacement that never comes")
     stats = controller.run()
     verdicts = {index: attempt for index, attempt, _ in recorder.finals}
     assert sorted(verdicts) == list(range(20))

@@ -22,6 +22,7 @@ from orchestrator.options import (
     options_table,
 )
 from orchestrator.settings import settings_from_table
+from tests.test_cli import _pytest_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,24 +109,15 @@ def test_orchestrator_run_hands_the_option_to_pytest(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, option: Option[Any]
 ) -> None:
     """``orchestrator run OPTION VALUE`` runs pytest as ``pytest --ray OPTION VALUE`` would."""
-    handed: list[list[str]] = []
-
-    def fake_main(argv: list[str]) -> int:
-        handed.append(list(argv))
-        return 0
-
-    monkeypatch.setattr(pytest, "main", fake_main)
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     value = SAMPLES[option.pytest]
-    assert main(["run", *_typed(option.run_flag, value)]) == 0
-    (argv,) = handed
+    argv = _pytest_argv(monkeypatch, *_typed(option.run_flag, value))
     assert argv[0] == "--ray"
     if option.cli_negates is None:
         direct = pytester.parseconfig("--ray", *_typed(option.pytest, value))
         assert pytester.parseconfig(*argv).getoption(option.dest) == direct.getoption(option.dest)
     else:  # --no-progress turns off what `orchestrator run` turns on by default
         assert option.pytest not in argv
-        assert main(["run"]) == 0 and option.pytest in handed[-1]
+        assert option.pytest in _pytest_argv(monkeypatch)
 
 
 def test_orchestrator_run_passes_its_workers_default() -> None:

@@ -24,9 +24,9 @@ from orchestrator.cluster.ray_start import (
     after_failure,
     before_start,
     not_running_message,
-    ray_base_dir,
     recorded_address,
     resolve_auto,
+    session_root,
 )
 from orchestrator.cluster.run_identity import Identity, alive, identity
 from orchestrator.cluster.shipping import Shipment, is_loopback, portable_env
@@ -578,7 +578,7 @@ def ray_temp_dir(tempdir: str | None = None, uid: int | None = None) -> str | No
     default, ``ray`` under the temporary directory) while that path is short enough for
     Ray's sockets, else a directory of this user's own under ``/tmp``. Only Ray's files
     move: the tests still see the user's ``TMPDIR``."""
-    default = os.path.join(tempdir or ray_base_dir(os.environ), "ray")
+    default = os.path.join(tempdir, "ray") if tempdir else session_root(None, os.environ)
     if len(default) <= RAY_TEMP_MAX:
         return None
     return f"/tmp/ray-{os.getuid() if uid is None else uid}"
