@@ -1,13 +1,16 @@
 """Fidelity on real suites: each suite serially, then under ``--ray`` several times in a row.
 
     python -m benchmarks.fidelity [--runs 3] [--workers 2] [--suite NAME ...] [--out DIR]
+        [--name NAME]
 
 Third-party suites run unchanged: click's tests from the sdist of the installed click (the
 package itself imported from site-packages), more-itertools' from its sdist (imported from
 the unpacked source), scikit-learn's with ``--pyargs``. The first ``--ray`` run of a suite
 has no recorded durations; the later ones have them and a head start, so the order changes
 from run to run as it does for a user. Every test's verdict (its JUnit outcome) is compared
-with the serial run's. Writes ``fidelity.md`` and ``fidelity.json`` to ``--out``.
+with the serial run's. Writes NAME.md and NAME.json to ``--out`` (``fidelity.md`` and
+``fidelity.json`` unless ``--name`` says otherwise); commit a named result that the
+documentation quotes.
 
 Run it in the ``.[bench]`` environment: plugins installed besides (the dev extras' matrix)
 apply to every run, serial and ``--ray`` alike.
@@ -29,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.measure import differences, outcomes
-from benchmarks.run import machine_info
+from benchmarks.run import machine_info, result_name
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--name",
+        type=result_name,
+        default="fidelity",
+        help="results go to NAME.md and NAME.json (default: fidelity)",
+    )
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
@@ -187,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     text = markdown(results, args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fidelity.md").write_text(text)
-    (args.out / "fidelity.json").write_text(
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(
         json.dumps({"machine": machine_info(), "suites": [asdict(r) for r in results]}, indent=2)
     )
     print(text)

@@ -27,7 +27,7 @@ class RunResult:
     wall: float
     startup: float | None
     returncode: int
-    walls: list[float]  # every repetition
+    walls: list[float]  # every repetition, in run order (round 1 first)
     differences: list[str] | None = None  # outcomes that differ from serial pytest's
     error: str | None = None
     log_tail: str = ""  # the end of the run's output, kept when it failed
@@ -44,6 +44,7 @@ class SuiteResult:
     tests: int
     total_test_seconds: float
     longest_test_seconds: float
+    repeat: int = 1  # rounds, each running every runner once (see benchmarks.run.schedule)
     runs: list[RunResult] = field(default_factory=list)
 
     @property
@@ -77,25 +78,31 @@ def figures(suite: SuiteResult, run: RunResult) -> dict[str, float | None]:
 
 FOOTNOTES = """\
 - *wall*: from starting the command to the exit of its last process (the pytest-split groups
-  are started together). With `--repeat`, the run with the median wall time.
+  are started together). With `--repeat N`, the runs are interleaved: N rounds, each running
+  every runner once, serial pytest first, so that the machine drifting over time weighs on
+  every runner alike; *wall* is the median run's, and *every wall* lists all N in run order.
+- *serial pytest*: plain `pytest -q -p no:cacheprovider --junitxml=...`, like every other
+  runner. pytest-split's durations file comes from one more serial run with
+  `--store-durations`, unmeasured, before the first round.
 - *start-up*: from starting the command to the first `pytest_runtest_setup` in any process.
   A probe plugin, loaded into every pytest process through `PYTEST_PLUGINS` (controllers,
   xdist workers, split groups, orchestrator workers alike), writes that moment per process.
 - *lower bound*: max(total test time / W, longest test) for W workers, from each test's time
-  (setup + call + teardown) in the serial run's JUnit report.
+  (setup + call + teardown) in the first serial run's JUnit report.
 - *efficiency*: lower bound / (wall - start-up); 1.00 means nothing but start-up was lost.
 - *overhead / test*: (wall - start-up - total test time / P) / tests, with P = W for the
   parallel runners and 1 for serial pytest: the time per test left over once start-up and
   the tests' own serial time (shared evenly over the workers) are taken away. It includes
   workers idling at the end, fixtures set up again on other workers, and shutting down.
 - *speed-up*: the other runner's wall / this runner's wall; above 1 is faster.
-- *outcomes*: each test's outcome (JUnit) compared with serial pytest's.
-- *orchestrator cold*: an empty duration store; *warm*: the store the cold run left (or,
-  without a cold run, the serial run's durations imported, then one unmeasured run of the
-  runner's own command); a warm run takes a head start from the collection the run before
-  it recorded, unless it says *no head start*; *running cluster*: a Ray cluster started
-  before the command, as `orchestrator up` starts one (with its warm worker relays),
-  instead of one started and stopped by it.
+- *outcomes*: each test's outcome (JUnit) compared with serial pytest's first run.
+- *orchestrator cold*: an empty duration store; *warm*: the store the cold run of the same
+  round left (or, without a cold run, pytest-split's durations imported, then one unmeasured
+  run of the runner's own command before its first round); a warm run takes a head start
+  from the collection the run before it recorded, unless it says *no head start*; *running
+  cluster*: a Ray cluster started before the command, as `orchestrator up` starts one (with
+  its warm worker relays), instead of one started and stopped by it; it is started and
+  stopped around each run, unmeasured, so it never runs during other runners' runs.
 """
 
 
@@ -111,16 +118,30 @@ def _outcome_cell(run: RunResult) -> str:
     return "same" if not run.differences else f"{len(run.differences)} differ"
 
 
+def _walls_cell(run: RunResult) -> str:
+    return ", ".join(f"{wall:.2f}" for wall in run.walls)
+
+
 def markdown_suite(suite: SuiteResult) -> str:
-    lines = [
+    repeated = suite.repeat > 1
+    header = (
         f"**{suite.suite}**: {suite.tests} tests, {suite.total_test_seconds:.1f} s of tests, "
         f"longest {suite.longest_test_seconds:.2f} s, lower bound {suite.lower_bound:.1f} s "
-        f"with {suite.workers} workers",
+        f"with {suite.workers} workers"
+    )
+    if repeated:
+        header += (
+            f"; {suite.repeat} interleaved rounds (each runs every runner once, serial "
+            "pytest first), the median wall shown"
+        )
+    lines = [
+        header,
         "",
         "| runner | wall (s) | start-up (s) | efficiency | overhead / test (ms) "
         + "".join(f"| {heading} " for _, heading in BASELINES)
-        + "| outcomes |",
-        "|---|" + "---:|" * (4 + len(BASELINES)) + "---|",
+        + "| outcomes |"
+        + (" every wall, in run order (s) |" if repeated else ""),
+        "|---|" + "---:|" * (4 + len(BASELINES)) + "---|" + ("---|" if repeated else ""),
     ]
     for run in suite.runs:
         f = figures(suite, run)
@@ -132,6 +153,7 @@ def markdown_suite(suite: SuiteResult) -> str:
             _num(f["overhead_per_test_ms"]),
             *(_num(f[f"speedup_vs_{key}"]) for key, _ in BASELINES),
             _outcome_cell(run),
+            *([_walls_cell(run)] if repeated else []),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     compared = [r for r in suite.runs if r.differences is not None and not r.failed]

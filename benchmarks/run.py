@@ -1,10 +1,17 @@
 """Run suites side by side: serial pytest, pytest-xdist, pytest-split and the orchestrator.
 
     python -m benchmarks.run --workers 2 [--suite NAME ...] [--runners KEY,KEY] [--quick]
+        [--repeat N] [--name NAME]
 
-Prints a Markdown table per suite and writes it to ``--out``/latest.md, with the raw figures
-in latest.json and a bar chart in latest.png. Serial pytest always runs first: the lower
-bound, pytest-split's durations and the outcome comparison come from it.
+Prints a Markdown table per suite and writes it to ``--out``/NAME.md (``latest.md`` unless
+``--name`` says otherwise), with the raw figures in NAME.json and a bar chart in NAME.png.
+``latest.*`` is not committed; a named result is, so that every figure the documentation
+quotes can be traced to one.
+
+With ``--repeat N`` the runs go in N rounds, each running every runner once, serial pytest
+first: drift of the machine weighs on every runner alike. Serial pytest's first run gives
+the lower bound and the outcomes the others are compared with; pytest-split's durations
+come from one more serial run, unmeasured, so the measured one is plain pytest.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -40,7 +48,16 @@ from benchmarks.report import (
     markdown_suite,
     markdown_tail,
 )
-from benchmarks.runners import BY_KEY, RUNNERS, SERIAL, Context, Runner, Store, Target
+from benchmarks.runners import (
+    BY_KEY,
+    RUNNERS,
+    SERIAL,
+    SPLIT_DURATIONS,
+    Context,
+    Runner,
+    Store,
+    Target,
+)
 from benchmarks.targets import NAMES, make_target
 
 QUICK_SCALE = 0.2
@@ -72,14 +89,28 @@ def _warm_up(target: Target, timeout: float) -> None:
     )
 
 
+@contextlib.contextmanager
+def _cluster_for(runner: Runner, ctx: Context) -> Iterator[Context]:
+    """``ctx`` with the address of a Ray cluster started for this one run of a cluster runner,
+    and stopped after it: an idle cluster takes some CPU, which must not weigh on the runs
+    of other runners."""
+    if not runner.cluster:
+        yield ctx
+        return
+    with WarmCluster(ctx.workers) as cluster:
+        yield replace(ctx, cluster_address=cluster.address)
+
+
 def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
+    # The warm runners share the suite's store, which a cold run empties: in every round,
+    # they find what that round's cold run left (and then each other's runs).
     if runner.store is Store.FRESH:
         shutil.rmtree(ctx.store.parent, ignore_errors=True)
     ctx.store.parent.mkdir(parents=True, exist_ok=True)
     if runner.store is not Store.WARM or ctx.store.exists():
         return
-    # Warm means a run before this one: seeded with the serial run's durations, it
-    # leaves its own durations and what it collected (the next run's head start).
+    # Warm means a run before this one: seeded with pytest-split's durations (a serial
+    # run's), it leaves its own durations and what it collected (the next run's head start).
     subprocess.run(
         [
             sys.executable,
@@ -98,15 +129,12 @@ def _prepare_store(runner: Runner, ctx: Context, timeout: float) -> None:
     )
     _log(f"  {runner.key}: a run to warm the store, unmeasured")
     warm = replace(ctx, run_dir=ctx.run_dir.with_name(f"{runner.key}-warm-up"))
-    commands, junits = runner.commands(warm)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run_concurrently(
-        commands, cwd=ctx.target.cwd, env=env, run_dir=warm.run_dir, junits=junits, timeout=timeout
-    )
+    with _cluster_for(runner, warm) as ready:
+        _run(runner, ready, timeout)
 
 
-def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement, list[str]]:
-    _prepare_store(runner, ctx, timeout)
+def _run(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement, list[str]]:
+    """One run of ``runner``'s command lines, as they are, and the commands as shown."""
     commands, junits = runner.commands(ctx)
     # The embedded-cluster runs must start their own Ray, whatever the caller's shell says.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -121,6 +149,14 @@ def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement,
     return measurement, [_shown(c, ctx.work_dir) for c in commands]
 
 
+def _measure(runner: Runner, ctx: Context, timeout: float) -> tuple[Measurement, list[str]]:
+    """One measured run; the store and the cluster it needs are made ready outside the
+    measurement."""
+    _prepare_store(runner, ctx, timeout)
+    with _cluster_for(runner, ctx) as ready:
+        return _run(runner, ready, timeout)
+
+
 def _shown(command: list[str], work_dir: Path | None) -> str:
     """``command`` as the report shows it: ``python`` for this interpreter and ``$WORK`` for
     the benchmark's directory, so that it reads the same on any machine."""
@@ -132,18 +168,27 @@ def _median(runs: list[tuple[Measurement, list[str]]]) -> tuple[Measurement, lis
     return sorted(runs, key=lambda r: r[0].wall)[(len(runs) - 1) // 2]
 
 
-def _run_runner(
-    runner: Runner, base: Context, repeat: int, timeout: float
+def schedule(runners: Sequence[Runner], repeat: int) -> list[tuple[int, Runner]]:
+    """The measured runs in order, as (round, runner): every round runs every runner once,
+    serial pytest first, the others in the order given.
+
+    Interleaved rather than each runner's repeats in a row, so that the machine drifting over
+    time (its temperature, other load) weighs on every runner alike instead of posing as a
+    difference between them.
+    """
+    ordered = [SERIAL, *(r for r in runners if r is not SERIAL)]
+    return [(round_, runner) for round_ in range(repeat) for runner in ordered]
+
+
+def _result(
+    runner: Runner, workers: int, runs: list[tuple[Measurement, list[str]]]
 ) -> tuple[RunResult, Measurement]:
-    runs = []
-    for i in range(repeat):
-        ctx = replace(base, run_dir=base.run_dir / f"{runner.key}-{i}")
-        runs.append(_measure(runner, ctx, timeout))
+    """The runner's row, from its median run; every run's wall in ``walls``, in run order."""
     measurement, commands = _median(runs)
     result = RunResult(
         runner=runner.key,
-        label=runner.title(base.workers),
-        parallelism=base.workers if runner.parallel else 1,
+        label=runner.title(workers),
+        parallelism=workers if runner.parallel else 1,
         commands=commands,
         wall=measurement.wall,
         startup=measurement.startup,
@@ -157,6 +202,22 @@ def _run_runner(
     return result, measurement
 
 
+def _store_split_durations(base: Context, timeout: float) -> RunResult | None:
+    """Write pytest-split's durations file, unmeasured; the failed run's row if it failed."""
+    _log(f"[{base.target.name}] {SPLIT_DURATIONS.label}, unmeasured")
+    ctx = replace(base, run_dir=base.run_dir / SPLIT_DURATIONS.key)
+    ran = _run(SPLIT_DURATIONS, ctx, timeout)
+    result, measurement = _result(SPLIT_DURATIONS, base.workers, [ran])
+    if not result.failed and not base.split_durations.exists():
+        result.error = "no durations file"
+        result.log_tail = measurement.log_tail
+    return result if result.failed else None
+
+
+def _failed_suite(name: str, workers: int, repeat: int, run: RunResult) -> SuiteResult:
+    return SuiteResult(name, workers, 0, 0.0, 0.0, repeat=repeat, runs=[run])
+
+
 def bench_suite(
     name: str,
     runners: list[Runner],
@@ -167,7 +228,8 @@ def bench_suite(
     timeout: float,
     work_dir: Path,
 ) -> SuiteResult:
-    """Generate (or locate) one suite and run it with every runner, serial pytest first."""
+    """Generate (or locate) one suite and run it ``repeat`` times with every runner, in
+    interleaved rounds (see ``schedule``)."""
     target = make_target(name, work_dir / "suites", scale)
     _warm_up(target, timeout)
     base = Context(
@@ -178,30 +240,38 @@ def bench_suite(
         store=work_dir / "stores" / name / "durations.db",
         work_dir=work_dir,
     )
-    serial, measurement = _run_runner(SERIAL, base, repeat, timeout)
-    _log(f"[{name}] {serial.label}: {serial.wall:.2f} s")
-    if serial.failed:
-        return SuiteResult(name, workers, 0, 0.0, 0.0, runs=[serial])
-    times = durations_by_test(measurement.junits)
-    expected = outcomes(measurement.junits)
+    order = schedule(runners, repeat)
+    if any(runner.needs_split_durations for _, runner in order):
+        failed = _store_split_durations(base, timeout)
+        if failed is not None:
+            return _failed_suite(name, workers, repeat, failed)
+    runs: dict[str, list[tuple[Measurement, list[str]]]] = {}
+    for round_, runner in order:
+        ctx = replace(base, run_dir=base.run_dir / f"{runner.key}-{round_}")
+        measurement, commands = _measure(runner, ctx, timeout)
+        runs.setdefault(runner.key, []).append((measurement, commands))
+        _log(f"[{name}] round {round_ + 1}, {runner.title(workers)}: {measurement.wall:.2f} s")
+        if runner is SERIAL and round_ == 0 and (not measurement.ok or not measurement.junits):
+            # Nothing to compare the others with.
+            serial, _ = _result(SERIAL, workers, runs[SERIAL.key])
+            return _failed_suite(name, workers, repeat, serial)
+    # The lower bound and the expected outcomes come from serial pytest's first run: the one
+    # known to have run the suite before the others ran (each test's outcome and time do
+    # not depend on which of serial's runs had the median wall).
+    first = runs[SERIAL.key][0][0]
+    times = durations_by_test(first.junits)
+    expected = outcomes(first.junits)
     suite = SuiteResult(
         suite=name,
         workers=workers,
         tests=len(times),
         total_test_seconds=sum(times.values()),
         longest_test_seconds=max(times.values(), default=0.0),
-        runs=[serial],
+        repeat=repeat,
     )
-    for runner in runners:
-        if runner is SERIAL:
-            continue
-        if runner.cluster:
-            with WarmCluster(workers) as cluster:
-                ctx = replace(base, cluster_address=cluster.address)
-                result, measurement = _run_runner(runner, ctx, repeat, timeout)
-        else:
-            result, measurement = _run_runner(runner, base, repeat, timeout)
-        if not result.failed:
+    for runner in (r for round_, r in order if round_ == 0):
+        result, measurement = _result(runner, workers, runs[runner.key])
+        if runner is not SERIAL and not result.failed:
             result.differences = differences(expected, outcomes(measurement.junits))
         _log(f"[{name}] {result.label}: " + ("FAILED" if result.failed else f"{result.wall:.2f} s"))
         suite.runs.append(result)
@@ -297,10 +367,21 @@ def _parser() -> argparse.ArgumentParser:
         help=f"smaller suites for a smoke run (scale {QUICK_SCALE}; one sklearn subpackage)",
     )
     parser.add_argument("--scale", type=float, default=None, help="suite size factor")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per runner; median wall")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per runner, in interleaved rounds; the table shows the median wall",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="where results go"
+    )
+    parser.add_argument(
+        "--name",
+        type=result_name,
+        default="latest",
+        help="results go to NAME.md, NAME.json and NAME.png (default: latest, not committed)",
     )
     parser.add_argument(
         "--work-dir",
@@ -311,14 +392,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def result_name(text: str) -> str:
+    """``--name``: a file name without its suffix, so results stay in ``--out``."""
+    if not text or text in (".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name (no directories)")
+    return text
+
+
 def _write(
-    out: Path, suites: list[SuiteResult], machine: dict[str, Any], command: str
+    out: Path, name: str, suites: list[SuiteResult], machine: dict[str, Any], command: str
 ) -> str | None:
-    """Write latest.md, latest.json and latest.png; say why the chart is missing if it is."""
+    """Write NAME.md, NAME.json and NAME.png; say why the chart is missing if it is."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.md").write_text(markdown(suites, machine, command))
-    (out / "latest.json").write_text(as_json(suites, machine, command) + "\n")
-    return chart(suites, out / "latest.png")
+    (out / f"{name}.md").write_text(markdown(suites, machine, command))
+    (out / f"{name}.json").write_text(as_json(suites, machine, command) + "\n")
+    return chart(suites, out / f"{name}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,9 +441,10 @@ def main(argv: list[str] | None = None) -> int:
             suites.append(suite)
             print(markdown_suite(suite) + "\n", flush=True)
             # After every suite, so an interrupted run keeps what it measured.
-            why_not = _write(args.out, suites, machine, command)
+            why_not = _write(args.out, args.name, suites, machine, command)
     print(markdown_tail(machine, command))
-    written = ["latest.md", "latest.json"] + ([] if why_not else ["latest.png"])
+    suffixes = ["md", "json"] + ([] if why_not else ["png"])
+    written = [f"{args.name}.{suffix}" for suffix in suffixes]
     print(f"written to {args.out}: {', '.join(written)}")
     if why_not:
         print(why_not)

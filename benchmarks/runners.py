@@ -25,7 +25,7 @@ class Context:
     target: Target
     workers: int
     run_dir: Path  # empty, one per run: JUnit reports and logs go here
-    split_durations: Path  # pytest-split's durations file, written by the serial run
+    split_durations: Path  # pytest-split's durations file (see ``SPLIT_DURATIONS``)
     store: Path  # the orchestrator's duration store for this suite
     cluster_address: str | None = None
     work_dir: Path | None = None  # where suites, stores and runs live (shown as $WORK)
@@ -47,9 +47,16 @@ class Runner:
     processes: Callable[[Context], list[list[str]]]  # extra pytest arguments per process
     store: Store = Store.NONE
     cluster: bool = False  # needs a Ray cluster started before the run
+    reads_split_durations: bool = False  # reads pytest-split's durations file
 
     def title(self, workers: int) -> str:
         return self.label.format(w=workers)
+
+    @property
+    def needs_split_durations(self) -> bool:
+        """Whether pytest-split's durations file must exist before this runner's first run:
+        pytest-split reads it, and a warm store is seeded from it when nothing ran before."""
+        return self.reads_split_durations or self.store is Store.WARM
 
     def commands(self, ctx: Context) -> tuple[list[list[str]], list[Path]]:
         """The command lines to start at once, and the JUnit reports they write."""
@@ -78,7 +85,11 @@ class Runner:
 
 
 def _serial(ctx: Context) -> list[list[str]]:
-    # pytest-split's durations come from this run; storing them costs a loop over the reports.
+    # Plain pytest: the baseline does nothing serial pytest would not do.
+    return [[]]
+
+
+def _store_split_durations(ctx: Context) -> list[list[str]]:
     return [["--store-durations", f"--durations-path={ctx.split_durations}"]]
 
 
@@ -122,12 +133,28 @@ def _orchestrator_no_head_start(ctx: Context) -> list[list[str]]:
 
 SERIAL = Runner("serial", "serial pytest", parallel=False, processes=_serial)
 
+# Not a runner to compare: one more serial run, unmeasured, that writes pytest-split's
+# durations file. Storing them costs a loop over the reports, which the measured serial
+# run must not pay.
+SPLIT_DURATIONS = Runner(
+    "split-durations",
+    "serial pytest storing pytest-split's durations",
+    parallel=False,
+    processes=_store_split_durations,
+)
+
 RUNNERS: tuple[Runner, ...] = (
     SERIAL,
     Runner("xdist-load", "xdist --dist load -n {w}", True, _xdist("load")),
     Runner("xdist-worksteal", "xdist --dist worksteal -n {w}", True, _xdist("worksteal")),
     Runner("xdist-loadscope", "xdist --dist loadscope -n {w}", True, _xdist("loadscope")),
-    Runner("pytest-split", "pytest-split, {w} groups at once", True, _split),
+    Runner(
+        "pytest-split",
+        "pytest-split, {w} groups at once",
+        True,
+        _split,
+        reads_split_durations=True,
+    ),
     Runner("orchestrator-cold", "orchestrator cold, {w} workers", True, _orchestrator, Store.FRESH),
     Runner("orchestrator-warm", "orchestrator warm, {w} workers", True, _orchestrator, Store.WARM),
     Runner(

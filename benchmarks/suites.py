@@ -4,6 +4,11 @@ Each generator is ``(root, scale=1.0) -> root``: it writes a standalone suite (a
 ``conftest.py`` and test modules, no ini file) under ``root`` and returns it. The same
 ``scale`` always writes the same files: every random choice comes from a seeded generator.
 ``scale`` multiplies the number of tests (or modules); individual durations stay as they are.
+
+A duration is what a test takes alone on an idle core of the reference machine. Tests that
+compute a fixed amount (``crunch``, and the computing half of ``cpu_and_sleep``) take longer
+when processes compete for the cores, as real tests do; ``work`` runs until a deadline and
+takes its time however loaded the machine is, and sleeping never stretches.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ def crunch(ms):
     return acc
 
 
+def cpu_and_sleep(seconds):
+    """Half sleeping, half a fixed amount of CPU work (`crunch`): `seconds` on an idle core.
+
+    The working half takes longer when processes compete for the cores, as a real test's does.
+    """
+    time.sleep(seconds / 2)
+    return crunch(seconds * 1000 / 2)
+
+
 '''
 
 Generator = Callable[[Path, float], Path]
@@ -75,7 +89,10 @@ def heavy_tailed(root: Path, scale: float = 1.0) -> Path:
     """Thousands of short tests (log-normal, ~5 ms) and six long ones (1-4 s) collected last.
 
     Naive schedulers start the long tests last, when the short ones are done, and finish
-    late; a longest-first scheduler starts them at once.
+    late; a longest-first scheduler starts them at once. Every test sleeps for half its
+    duration and computes for the other half (``cpu_and_sleep``): anything competing with
+    the tests for the cores (more busy processes than cores, a busy controller) stretches
+    them, as it would real ones.
     """
     rng = random.Random(7)
     _start(root)
@@ -85,14 +102,14 @@ def heavy_tailed(root: Path, scale: float = 1.0) -> Path:
             root / f"test_short_{m:02d}.py",
             f"DURATIONS = {_rounded(chunk)!r}\n\n\n",
             "@pytest.mark.parametrize('seconds', DURATIONS)\n",
-            "def test_short(seconds):\n    work(seconds)\n",
+            "def test_short(seconds):\n    cpu_and_sleep(seconds)\n",
         )
     longs = [round(rng.uniform(1.0, 4.0), 2) for _ in range(_scaled(6, scale, 2))]
     _write(
         root / "test_zz_long.py",
         f"DURATIONS = {longs!r}\n\n\n",
         "@pytest.mark.parametrize('seconds', DURATIONS)\n",
-        "def test_long(seconds):\n    work(seconds)\n",
+        "def test_long(seconds):\n    cpu_and_sleep(seconds)\n",
     )
     return root
 
