@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pytest
@@ -81,6 +82,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.finals: list[tuple[int, Attempt, Sequence[Attempt]]] = []
+        self.batches = 0
         self.down: list[tuple[str, str | None, Message | None]] = []
         self.ready: list[str] = []
         self.output: list[tuple[str, str]] = []
@@ -89,6 +91,10 @@ class Recorder:
 
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         self.finals.append((index, attempt, earlier))
+
+    def replaying(self) -> AbstractContextManager[object]:
+        self.batches += 1
+        return nullcontext()
 
     def test_warning(self, worker: str, data: Message) -> None:
         pass
@@ -189,6 +195,22 @@ def test_a_test_run_again_on_its_worker_has_one_verdict_with_every_report() -> N
         ("call", "passed"),
         ("teardown", "passed"),
     ]
+
+
+def test_the_listener_gets_the_tests_that_ended_together_in_one_batch() -> None:
+    def plain_pass(index: int) -> list[Message]:
+        timings = [[0.1, 1.0, 1.1], [0.2, 1.1, 1.3], [0.1, 1.3, 1.4]]
+        return [{"t": "pass", "i": index, "p": timings, "l": ["t.py", index, "t"]}]
+
+    nodeids = [f"t.py::test_{n}" for n in range(20)]
+    controller, recorder = _controller(_worker(plain_pass), nodeids)
+    controller.run()
+    assert sorted(index for index, _, _ in recorder.finals) == list(range(20))
+    # One batch per turn of the loop that saw tests end, not one per test.
+    assert 1 <= recorder.batches < 20
+    [setup, call, teardown] = recorder.finals[0][1].reports
+    assert (setup["when"], call["when"], teardown["when"]) == ("setup", "call", "teardown")
+    assert setup["location"] == ["t.py", recorder.finals[0][0], "t"]
 
 
 def test_a_failure_rerun_on_its_worker_is_not_retried_but_a_crash_is() -> None:

@@ -268,3 +268,22 @@ def test_the_request_prefix_is_how_every_encoded_request_starts() -> None:
     assert encode({"t": "need", "ahead": 1}).startswith(protocol.NEED_PREFIX)
     others = [encode({"t": kind}) for kind in _kinds() if kind != "need"]
     assert not any(line.startswith(protocol.NEED_PREFIX) for line in others)
+
+
+def test_lines_are_decoded_together_in_order_with_messages_already_decoded() -> None:
+    lines = [encode({"t": "end", "i": n}) for n in range(3)]
+    mixed = [lines[0], {"t": "need"}, lines[1], lines[2]]
+    assert protocol.decode_all(mixed) == [
+        {"t": "end", "i": 0},
+        {"t": "need"},
+        {"t": "end", "i": 1},
+        {"t": "end", "i": 2},
+    ]
+    assert protocol.decode_all([{"t": "need"}]) == [{"t": "need"}]
+
+
+def test_a_line_that_is_no_message_is_named() -> None:
+    with pytest.raises(ValueError, match="not a protocol message: b'\\[1\\]"):
+        protocol.decode_all([encode({"t": "need"}), b"[1]\n"])
+    with pytest.raises(ValueError):
+        protocol.decode_all([b"{broken\n"])

@@ -290,3 +290,174 @@ def test_the_live_log_handler_is_found_only_with_log_cli(
     replace_live_log_handler(config, stand_in)
     assert live_log_handler(config) is stand_in
     assert live_log_phase(object()) is None  # a handler that keeps no phase
+
+
+# -- the controller's replay, faster -------------------------------------------------------
+def _test_report(nodeid: str, when: str) -> pytest.TestReport:
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=("t.py", 0, nodeid),
+        keywords={},
+        outcome="passed",
+        longrepr=None,
+        when=when,  # type: ignore[arg-type]
+    )
+
+
+def _key(report: pytest.TestReport) -> Any:
+    """What pytest's summary looks a test's teardown reports up by (see _report_id)."""
+    return getattr(report, "id", report.nodeid)
+
+
+def test_the_teardown_index_answers_what_pytests_scan_does(pytester: pytest.Pytester) -> None:
+    reporter, _ = _reporter(pytester)
+    reports = [_test_report(f"t.py::t{n}", w) for n in range(4) for w in ("setup", "teardown")]
+    reporter.stats[""] = [*reports, _test_report("t.py::t1", "teardown")]
+    keys = [_key(r) for r in reports] + [_key(_test_report("t.py::gone", "teardown"))]
+    scanned = [reporter._get_teardown_reports(key) for key in keys]
+    with pytest_private.teardown_reports_indexed(reporter):
+        indexed = [reporter._get_teardown_reports(key) for key in keys]
+    assert indexed == scanned and len(scanned[2]) == 2 and scanned[-1] == []
+    assert "_get_teardown_reports" not in vars(reporter)  # pytest's own method again
+
+
+def test_a_failed_tests_teardown_output_is_still_in_the_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.fixture
+        def noisy():
+            yield
+            print("said at teardown")
+
+        def test_fails(noisy):
+            assert False
+
+        def test_passes(noisy):
+            pass
+        """
+    )
+    pytester.makeconftest(
+        "from pytest_orchestrator.pytest_private import teardown_reports_indexed\n"
+        "import pytest\n\n"
+        "@pytest.hookimpl(wrapper=True, tryfirst=True)\n"
+        "def pytest_terminal_summary(terminalreporter):\n"
+        "    with teardown_reports_indexed(terminalreporter):\n"
+        "        return (yield)\n"
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*Captured stdout teardown*", "said at teardown"])
+    assert result.stdout.str().count("said at teardown") == 1
+
+
+def test_a_fast_hook_caller_calls_what_the_hook_calls() -> None:
+    import pluggy
+
+    spec, impl = pluggy.HookspecMarker("t"), pluggy.HookimplMarker("t")
+    calls: list[str] = []
+
+    class Spec:
+        @spec
+        def finish(self, nodeid: str) -> None: ...
+
+        @spec
+        def start(self, nodeid: str) -> None: ...
+
+    class Plugin:
+        @impl(wrapper=True)
+        def finish(self, nodeid: str) -> Iterator[None]:
+            calls.append(f"wrapper before {nodeid}")
+            yield
+            calls.append("wrapper after")
+
+        @impl
+        def start(self, nodeid: str) -> str:
+            calls.append(f"start {nodeid}")
+            return nodeid
+
+    manager = pluggy.PluginManager("t")
+    manager.add_hookspecs(Spec)
+    manager.register(Plugin())
+    assert manager.hook.start(nodeid="a") == ["a"]
+    assert pytest_private.fast_hook_caller(manager.hook.start)(nodeid="b") == ["b"]
+    manager.hook.finish(nodeid="a")
+    pytest_private.fast_hook_caller(manager.hook.finish)(nodeid="b")
+    assert calls == [
+        "start a",
+        "start b",
+        "wrapper before a",
+        "wrapper after",
+        "wrapper before b",
+        "wrapper after",
+    ]
+
+
+def test_a_hook_shaped_otherwise_is_called_as_it_is() -> None:
+    def hook(**kwargs: Any) -> None:
+        pass
+
+    assert pytest_private.fast_hook_caller(hook) is hook
+
+
+def test_a_report_of_the_same_test_takes_the_first_ones_node_id() -> None:
+    first = _test_report("t.py::t[a]", "setup")
+    second = _test_report(pytest_private.report_node_id(first), "call")
+    assert second.nodeid == first.nodeid == "t.py::t[a]"
+
+
+@pytest.mark.parametrize(
+    "ini",
+    [
+        [],
+        ["-o", "junit_family=xunit1"],
+        ["-o", "junit_duration_report=call"],
+        ["--junitprefix=pre", "-o", "junit_logging=all", "-o", "junit_log_passing_tests=false"],
+    ],
+)
+def test_a_plain_pass_is_the_junit_case_pytests_writer_would_write(
+    pytester: pytest.Pytester, ini: list[str]
+) -> None:
+    tests = ["sub/test_a.py::test_x[a-\x07<b>]", "sub/test_a.py::TestC::test_y", "test_b.py::t"]
+
+    def reports(nodeid: str, n: int) -> list[pytest.TestReport]:
+        location = (nodeid.split("::")[0], n, nodeid.split("::", 1)[1])
+        return [
+            pytest.TestReport(
+                nodeid=nodeid,
+                location=location,
+                keywords={},
+                outcome="passed",
+                longrepr=None,
+                when=when,  # type: ignore[arg-type]
+                duration=0.1 * (n + 1) + 0.01 * k,
+            )
+            for k, when in enumerate(("setup", "call", "teardown"))
+        ]
+
+    def written(fast: bool) -> tuple[list[bytes], dict[str, int]]:
+        config = pytester.parseconfigure(f"--junitxml={pytester.path / 'out.xml'}", *ini)
+        junit = pytest_private.plain_pass_junit(config)
+        assert junit is not None
+        for n, nodeid in enumerate(tests):
+            setup, call, teardown = reports(nodeid, n)
+            if fast:
+                assert not junit.is_open(call)
+                junit.record(setup, call, teardown)
+            else:
+                for report in (setup, call, teardown):
+                    junit.writer.pytest_runtest_logreport(report)
+        cases = [ET.tostring(r.to_xml()) for r in junit.writer.node_reporters_ordered]
+        return cases, dict(junit.writer.stats)
+
+    assert written(fast=True) == written(fast=False)
+
+
+def test_without_pytests_writer_there_is_no_plain_pass_shortcut(pytester: pytest.Pytester) -> None:
+    assert pytest_private.plain_pass_junit(pytester.parseconfigure()) is None
+
+
+def test_nor_where_passing_tests_get_their_captured_output(pytester: pytest.Pytester) -> None:
+    # pytest writes the (empty) captured sections of every passing test then.
+    args = (f"--junitxml={pytester.path / 'out.xml'}", "-o", "junit_logging=out-err")
+    assert pytest_private.plain_pass_junit(pytester.parseconfigure(*args)) is None

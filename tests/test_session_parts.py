@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -102,6 +103,9 @@ class FakeTerminal:
 
     def draw(self, final: bool = False) -> None:
         pass
+
+    def one_flush(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 def _members(cls: type) -> set[str]:

@@ -13,6 +13,7 @@ import enum
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +43,7 @@ from orchestrator.run.protocol import (
     ReportMessage,
     TestsMessage,
     WarningMessage,
-    decode,
+    decode_all,
     ok_report,
     pass_reports,
     run_message,
@@ -69,6 +70,10 @@ class Listener(Protocol):
 
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Test ``index`` is over: ``attempt`` is its verdict, ``earlier`` its retried runs."""
+
+    def replaying(self) -> AbstractContextManager[object]:
+        """Around a batch of :meth:`test_final` calls: what the listener does once per
+        batch instead of once per test (a terminal's flush) happens as the block ends."""
 
     def test_warning(self, worker: str, data: WarningMessage) -> None:
         """A warning recorded on a worker."""
@@ -323,8 +328,8 @@ class Controller:
                 if isinstance(result, WorkerLost):
                     self._lost(worker, f"worker {worker} was lost ({result.message})")
                     continue
-                for raw in result:
-                    self._event(worker, raw if isinstance(raw, dict) else decode(raw))
+                for event in decode_all(result):
+                    self._event(worker, event)
                     if self.states[worker] is State.DONE:
                         break
             for worker in list(self._parked):
@@ -405,12 +410,17 @@ class Controller:
         self._report(event["i"], ok_report(event), None)
 
     def worker_pass(self, worker: str, event: PassMessage) -> None:
-        """Three plain passed phases, timings only."""
-        self._test_done(worker, event["i"], [(data, None) for data in pass_reports(event)])
+        """Three plain passed phases, timings only: most tests of most runs."""
+        reports = pass_reports(event)
+        plain = not any("extras" in data for data in reports)
+        self._test_done(worker, event["i"], reports, (), reports[0]["duration"], plain=plain)
 
     def worker_end(self, worker: str, event: EndMessage) -> None:
         """The test's reports (any number, or none) are complete."""
-        self._test_done(worker, event["i"], self._partial.pop(event["i"], []))
+        parts = self._partial.pop(event["i"], [])
+        setup = next((d.get("duration") for d, _ in parts if d.get("when") == "setup"), None)
+        reports = tuple(d for d, _ in parts)
+        self._test_done(worker, event["i"], reports, tuple(t for _, t in parts if t), setup)
 
     def worker_need(self, worker: str, event: NeedMessage) -> None:
         if event.get("ahead"):
@@ -527,19 +537,23 @@ class Controller:
         self._partial.setdefault(index, []).append((data, text))
 
     def _test_done(
-        self, worker: str, index: int, parts: list[tuple[ReportData, str | None]]
+        self,
+        worker: str,
+        index: int,
+        reports: Sequence[ReportData],
+        texts: tuple[str, ...],
+        setup: float | None,
+        *,
+        plain: bool = False,
     ) -> None:
-        """All phases of test ``index`` arrived from ``worker``: (report data, text) each."""
+        """All phases of test ``index`` arrived from ``worker``: their report data, the
+        failures' texts and the setup's duration (None: no setup report); ``plain``: see
+        :attr:`Attempt.plain`."""
         if self.stats.first_test_at is None:
             self.stats.first_test_at = time.time()
-        setup = next((d.get("duration") for d, _ in parts if d.get("when") == "setup"), None)
         self.scheduler.finished(worker, index, setup)
         self._since[worker] = time.monotonic()
-        attempt = Attempt(
-            worker=worker,
-            reports=tuple(d for d, _ in parts),
-            texts=tuple(t for _, t in parts if t),
-        )
+        attempt = Attempt(worker=worker, reports=tuple(reports), texts=texts, plain=plain)
         self._conclude(index, attempt)
 
     def _conclude(self, index: int, attempt: Attempt) -> None:
@@ -559,8 +573,11 @@ class Controller:
 
     def _replay(self) -> None:
         """Hand the tests that ended to the listener, in the order they ended."""
-        while self._finals:
-            self.listener.test_final(*self._finals.popleft())
+        if not self._finals:
+            return
+        with self.listener.replaying():
+            while self._finals:
+                self.listener.test_final(*self._finals.popleft())
 
     # -- failures --------------------------------------------------------------------
     def _enforce_timeouts(self) -> None:

@@ -21,9 +21,14 @@ class Attempt:
     lost: str | None = None
     #: "crash" or "timeout" for lost attempts.
     cause: str | None = None
+    #: Three reports that passed plainly (setup, call, teardown, timings only): most
+    #: attempts of most runs, which need no looking into.
+    plain: bool = False
 
     @property
     def failed(self) -> bool:
+        if self.plain:
+            return False
         if self.lost is not None:
             return True
         return any(r.get("outcome") == "failed" and "wasxfail" not in r for r in self.reports)

@@ -164,12 +164,14 @@ def pytest_configure(config: pytest.Config) -> None:
     options = _options(config)
     assert pipelines is not None  # always registered for --ray
     from pytest_orchestrator.session import RaySession
+    from pytest_orchestrator.terminal import SummaryLookups
     from pytest_orchestrator.xdist_nodes import declare_hooks
 
     declare_hooks(config)
 
     session = RaySession(config, options, pipelines)
     config.pluginmanager.register(session, "orchestrator-session")
+    config.pluginmanager.register(SummaryLookups(session.terminal), "orchestrator-summary")
 
 
 def _shard(config: pytest.Config, ray: bool) -> None:

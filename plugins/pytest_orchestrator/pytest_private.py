@@ -116,6 +116,167 @@ def writing_nowhere(reporter: TerminalReporter) -> Iterator[TerminalWriter | Non
         reporter._tw = real
 
 
+@contextmanager
+def teardown_reports_indexed(reporter: TerminalReporter) -> Iterator[None]:
+    """While the block runs, the reporter finds a test's teardown reports in an index.
+
+    pytest's summary of failures looks up each failed test's teardown reports
+    (``reporter._get_teardown_reports``) by scanning every report in ``stats[""]``, which
+    holds the setup and teardown of every passed test: a time per failure that grows with
+    the suite (seconds for 64 failures among 64,000 tests). The index, built on the first
+    lookup from the same reports (``getreports("")``), answers the same lists, in the same
+    order. Where the reporter has no such method, changes nothing."""
+    original = getattr(reporter, "_get_teardown_reports", None)
+    if original is None or not hasattr(reporter, "getreports"):
+        yield
+        return
+    index: dict[Any, list[Any]] | None = None
+
+    def lookup(node_id: Any) -> list[Any]:
+        nonlocal index
+        if index is None:
+            index = {}
+            for report in reporter.getreports(""):
+                if report.when == "teardown":
+                    index.setdefault(_report_id(report, node_id), []).append(report)
+        return list(index.get(node_id, ()))
+
+    reporter._get_teardown_reports = lookup  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del reporter._get_teardown_reports
+
+
+def _report_id(report: Any, like: Any) -> Any:
+    """The key pytest compares a report with: its ``id`` (a ``NodeId``, pytest 9) when the
+    looked-up key is one, else its node id string (pytest 8)."""
+    return report.nodeid if isinstance(like, str) else report.id
+
+
+def report_node_id(report: pytest.TestReport) -> Any:
+    """What a report's node id is made of, to build another report of the same test with:
+    pytest 9 parses every report's node id into a ``NodeId`` (``report.id``), which a new
+    report takes as it is; pytest 8 keeps the string."""
+    node_id = getattr(report, "id", None)
+    return node_id if node_id is not None and str(node_id) == report.nodeid else report.nodeid
+
+
+def fast_hook_caller(hook: Any, without: object = None) -> Any:
+    """A callable that calls a (non-historic) hook's implementations as they are now, with
+    keyword arguments, as ``hook(**kwargs)`` does, less what pluggy does around every call
+    (checking that no argument is missing, copying the implementations' list, and, where
+    no implementation is a wrapper, the machinery for wrappers): the controller replays
+    several hooks per test, thousands of tests a second, always with every argument.
+    ``without``: a plugin whose implementation is left out (the caller does its part).
+    Built again for each batch, so plugins registered meanwhile are called. Where pluggy's
+    hook caller is shaped otherwise, or its specification gives some arguments defaults,
+    or calls are traced (``pytest --debug``), the hook itself, or pluggy's own loop."""
+    hookexec = getattr(hook, "_hookexec", None)
+    name = getattr(hook, "name", None)
+    if hookexec is None or not isinstance(name, str) or not hasattr(hook, "get_hookimpls"):
+        return hook
+    if getattr(getattr(hook, "spec", None), "kwargdefaults", None):
+        return hook
+    impls = [impl for impl in hook.get_hookimpls() if impl.plugin is not without]
+    if _untraced(hookexec) and all(_plain_impl(impl) for impl in impls):
+        # pluggy's loop (_multicall) for implementations that are no wrappers: last
+        # registered first, each with its arguments by name, results not None kept.
+        calls = [(impl.function, tuple(impl.argnames)) for impl in reversed(impls)]
+
+        def call_each(**kwargs: Any) -> list[Any]:
+            results = []
+            for function, argnames in calls:
+                result = function(*[kwargs[name] for name in argnames])
+                if result is not None:
+                    results.append(result)
+            return results
+
+        return call_each
+
+    def call(**kwargs: Any) -> Any:
+        return hookexec(name, impls, kwargs, False)
+
+    return call
+
+
+def _untraced(hookexec: Any) -> bool:
+    """Whether pluggy calls implementations with its plain loop (no tracing or monitoring
+    of calls, which swap the plugin manager's ``_inner_hookexec``)."""
+    try:
+        from pluggy._callers import _multicall
+    except ImportError:
+        return False
+    manager = getattr(hookexec, "__self__", None)
+    return getattr(manager, "_inner_hookexec", None) is _multicall
+
+
+def _plain_impl(impl: Any) -> bool:
+    return (
+        not getattr(impl, "hookwrapper", True)
+        and not getattr(impl, "wrapper", True)
+        and not getattr(impl, "kwargnames", ())
+        and hasattr(impl, "argnames")
+    )
+
+
+class PlainPassJunit:
+    """Records a test whose three reports passed plainly in pytest's ``--junitxml``
+    writer (``_pytest.junitxml.LogXML``) as its report hook would, with the writer's own
+    pieces: a ``_NodeReporter`` whose ``record_testreport`` sets the test case's
+    attributes from the call's report, its duration by the writer's ``report_duration``,
+    ``passed`` counted, and the case finished (``finalize``) in the writer's list of
+    cases, where the report hook would have put it. What the hook does besides
+    (properties, failures) does not apply to such a test, nor, unless ``junit_logging``
+    asks for it for passing tests too, captured output."""
+
+    def __init__(self, writer: Any, node_reporter_class: Any) -> None:
+        self.writer = writer
+        self._node_reporter = node_reporter_class
+        self._every_phase = writer.report_duration == "total"
+
+    def is_open(self, report: pytest.TestReport) -> bool:
+        """Whether the writer has a case of this test open (a report of it went through
+        the hook already): then the rest must too."""
+        return (report_node_id(report), None) in self.writer.node_reporters
+
+    def record(
+        self, setup: pytest.TestReport, call: pytest.TestReport, teardown: pytest.TestReport
+    ) -> None:
+        writer = self.writer
+        reporter = self._node_reporter(report_node_id(call), writer)
+        writer.node_reporters_ordered.append(reporter)
+        reporter.record_testreport(call)
+        writer.add_stats("passed")
+        # Added up phase by phase, in order, as the writer does (the same float).
+        for report in (setup, call, teardown):
+            if self._every_phase or report.when == writer.report_duration:
+                reporter.duration += report.duration
+        reporter.finalize()
+
+
+def plain_pass_junit(config: pytest.Config) -> PlainPassJunit | None:
+    """See :class:`PlainPassJunit`; None when the run writes no JUnit report, or pytest's
+    writer is not the one whose workings it follows (then every report goes through the
+    writer's hook)."""
+    writer = junit_xml(config)
+    if writer is None:
+        return None
+    try:
+        from _pytest.junitxml import LogXML, _NodeReporter
+    except ImportError:
+        return None
+    needed = ("node_reporters", "node_reporters_ordered", "add_stats", "report_duration")
+    same_class = type(writer) is LogXML
+    if not same_class or not all(hasattr(writer, name) for name in needed):
+        return None
+    if writer.report_duration not in ("total", "call", "setup", "teardown"):
+        return None
+    if getattr(writer, "logging", None) != "no" and getattr(writer, "log_passing_tests", True):
+        return None  # passing tests get their (empty) captured output written: the hook's
+    return PlainPassJunit(writer, _NodeReporter)
+
+
 def _terminal_writer_class() -> type[TerminalWriter] | None:
     try:
         from _pytest._io import TerminalWriter
@@ -125,12 +286,17 @@ def _terminal_writer_class() -> type[TerminalWriter] | None:
 
 
 __all__ = [
+    "PlainPassJunit",
     "TerminalReporter",
     "append_to_junit_case",
+    "fast_hook_caller",
     "junit_report_path",
     "junit_xml",
     "junit_xml_key",
+    "plain_pass_junit",
+    "report_node_id",
     "runtestprotocol",
+    "teardown_reports_indexed",
     "tmp_path_factory",
     "writing_nowhere",
     "xml_key",

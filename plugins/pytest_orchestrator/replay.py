@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytest
@@ -31,7 +32,13 @@ from orchestrator.run.protocol import (
 from orchestrator.scheduling.retry import Attempt
 from orchestrator.worker.live_log import show_live_log
 from pytest_orchestrator.pipelines import Pipelines
-from pytest_orchestrator.pytest_private import append_to_junit_case
+from pytest_orchestrator.pytest_private import (
+    PlainPassJunit,
+    append_to_junit_case,
+    fast_hook_caller,
+    plain_pass_junit,
+    report_node_id,
+)
 from pytest_orchestrator.terminal import Terminal
 from pytest_orchestrator.xdist_nodes import Nodes
 
@@ -71,13 +78,53 @@ class Replay:
         #: plugin such as pytest-rerunfailures runs again starts and finishes again).
         self._open: set[int] = set()
         self._keywords: dict[int, dict[str, Literal[1]]] = {}
+        #: The hooks a test's replay calls, as fast callers while a batch is replayed.
+        self._logstart: Any = None
+        self._logreport: Any = None
+        self._logfinish: Any = None
+        #: In a batch, where pytest writes a JUnit report: its writer's part for tests
+        #: that passed plainly, and the report hook without the writer, for them.
+        self._junit: PlainPassJunit | None = None
+        self._logreport_plain: Any = None
+        self._hooks_for_batch(batch=False)
+
+    def _hooks_for_batch(self, batch: bool) -> None:
+        hook = self.config.hook
+        hooks: list[Any] = [
+            hook.pytest_runtest_logstart,
+            hook.pytest_runtest_logreport,
+            hook.pytest_runtest_logfinish,
+        ]
+        self._junit = None
+        if batch:
+            hooks = [fast_hook_caller(h) for h in hooks]
+            junit = plain_pass_junit(self.config)
+            logreport = hook.pytest_runtest_logreport
+            if junit is not None and any(
+                impl.plugin is junit.writer for impl in logreport.get_hookimpls()
+            ):
+                self._junit = junit
+                self._logreport_plain = fast_hook_caller(logreport, without=junit.writer)
+        self._logstart, self._logreport, self._logfinish = hooks
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """A batch of tests: pytest's hooks are called without pluggy's per-call checks
+        and the terminal is flushed once, at the end; the progress line is drawn then."""
+        self._hooks_for_batch(batch=True)
+        try:
+            with self.terminal.one_flush():
+                yield
+        finally:
+            self._hooks_for_batch(batch=False)
+            self.terminal.draw()
 
     # -- tests -----------------------------------------------------------------------
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
         reports: list[pytest.TestReport] = []
         for data in attempt.reports:
-            reports.append(self._from_data(index, data, reports[0].location if reports else None))
+            reports.append(self._from_data(index, data, reports[0] if reports else None))
         if attempt.lost is not None:
             self.lost.add(index)
             reports.extend(self._lost_reports(index, attempt.lost, reports))
@@ -89,16 +136,21 @@ class Replay:
             self.pipelines.earlier[nodeid] = [attempt_facts(a) for a in earlier]
         if attempt.worker:
             self.pipelines.worker_of[nodeid] = attempt.worker
-        for report in reports:
-            if report.when == "teardown" and earlier:
-                self._record_earlier(report, attempt, earlier)
-            self._replay(index, report)
+        junit = self._junit
+        if junit is not None and not earlier and attempt.plain and not junit.is_open(reports[1]):
+            for report in reports:
+                self._replay(index, report, self._logreport_plain)
+            junit.record(*reports)
+        else:
+            for report in reports:
+                if report.when == "teardown" and earlier:
+                    self._record_earlier(report, attempt, earlier)
+                self._replay(index, report, self._logreport)
         if index in self._open:  # its reports ended without a teardown
             self._open.discard(index)
             item = self.items[index]
-            self.config.hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+            self._logfinish(nodeid=item.nodeid, location=item.location)
         self.finished += 1
-        self.terminal.draw()
 
     def test_warning(self, worker: str, data: WarningMessage) -> None:
         category = warning_category(data["category"])
@@ -149,19 +201,24 @@ class Replay:
         self.items = keep
 
     def _from_data(
-        self, index: int, data: ReportData, location: tuple[str, int | None, str] | None
+        self, index: int, data: ReportData, first: pytest.TestReport | None
     ) -> pytest.TestReport:
         """Rebuild a report; a plain one takes its location from the worker (sent with
-        the setup phase, or ``location`` from an earlier phase), else from the item."""
+        the setup phase, or the ``first`` report's of the test), else from the item."""
         if data.get(PLAIN_KEY):
             item = self.items[index]
             keywords = self._keywords.get(index)
             if keywords is None:
                 keywords = self._keywords[index] = {name: 1 for name in item.keywords}
             sent = data.get("location")
+            if sent:
+                location = tuple(sent)
+            else:
+                location = first.location if first is not None else item.location
             return pytest.TestReport(
-                nodeid=item.nodeid,
-                location=tuple(sent) if sent else location or item.location,
+                # The first report's parsed node id, where pytest keeps one: not parsed again.
+                nodeid=report_node_id(first) if first is not None else item.nodeid,
+                location=location,
                 keywords=keywords,
                 outcome="passed",
                 longrepr=None,
@@ -206,18 +263,18 @@ class Replay:
             (attempt_element(previous, final_failed=attempt.failed) for previous in earlier),
         )
 
-    def _replay(self, index: int, report: pytest.TestReport) -> None:
-        hook = self.config.hook
+    def _replay(self, index: int, report: pytest.TestReport, logreport: Any) -> None:
+        nodeid = self.items[index].nodeid
         if index not in self._open:
             self._open.add(index)
-            hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
-        self.durations[report.nodeid] += report.duration
+            self._logstart(nodeid=nodeid, location=report.location)
+        self.durations[nodeid] += report.duration
         if report.failed and not hasattr(report, "wasxfail"):
             self.failed.add(index)
-        hook.pytest_runtest_logreport(report=report)
+        logreport(report=report)
         if report.when == "teardown":
             self._open.discard(index)
-            hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
+            self._logfinish(nodeid=nodeid, location=report.location)
 
     # -- the workers, as pytest-xdist's hooks and the terminal show them ---------------
     def worker_starting(self, init: InitMessage) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from pytest_orchestrator.pytest_private import TerminalReporter, writing_nowhere
+from pytest_orchestrator.pytest_private import (
+    TerminalReporter,
+    teardown_reports_indexed,
+    writing_nowhere,
+)
 
 #: Seconds between two progress lines when the output is not a terminal (CI logs).
 PLAIN_PROGRESS_EVERY = 10.0
@@ -57,6 +61,24 @@ class Terminal:
                 self.draw(final=True)
                 self._live = None
 
+    @contextmanager
+    def one_flush(self) -> Iterator[None]:
+        """While the block runs, the reporter's flushes are put off to its end.
+
+        pytest's reporter flushes its output after every report, one system call each;
+        the controller replays the reports of many tests at once, and one flush after them
+        writes the same output."""
+        reporter = self.reporter()
+        if reporter is None:
+            yield
+            return
+        reporter.flush = _no_flush  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del reporter.flush
+            reporter.flush()
+
     def draw(self, final: bool = False) -> None:
         """Redraw the progress line (at most every so often, unless ``final``)."""
         if self._live is None:
@@ -76,3 +98,24 @@ class Terminal:
                 tw.write("\n")
         else:
             tw.line(text)
+
+
+def _no_flush() -> None:
+    pass
+
+
+class SummaryLookups:
+    """Registered with ``--ray``: pytest's summary of failures finds each failed test's
+    teardown reports in an index rather than by scanning every report (see
+    :func:`~pytest_orchestrator.pytest_private.teardown_reports_indexed`)."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self) -> Generator[None, object, object]:
+        reporter = self.terminal.reporter()
+        if reporter is None:
+            return (yield)
+        with teardown_reports_indexed(reporter):
+            return (yield)
