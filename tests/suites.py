@@ -22,6 +22,16 @@ def test_fails():
 
 
 @pytest.fixture
+def talks_at_teardown():
+    yield
+    print("said at teardown")
+
+
+def test_fails_and_talks_at_teardown(talks_at_teardown):
+    assert 2 + 2 == 5
+
+
+@pytest.fixture
 def broken_setup():
     raise RuntimeError("setup went wrong")
 
@@ -114,4 +124,16 @@ def junit_cases(path: Path) -> dict[tuple[str, str], str]:
     for case in ET.parse(path).getroot().iter("testcase"):
         kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
         cases[(case.get("classname", ""), case.get("name", ""))] = ",".join(kinds) or "passed"
+    return cases
+
+
+def junit_case_contents(path: Path) -> dict[tuple[str, str], str]:
+    """A JUnit report's test cases, (classname, name), with everything pytest wrote of
+    each but its time: attributes, failures, skips, captured output."""
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        case.attrib.pop("time", None)
+        cases[(case.get("classname", ""), case.get("name", ""))] = ET.tostring(
+            case, encoding="unicode"
+        )
     return cases

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from tests.suites import OUTCOMES, RECORDER, junit_cases
+from tests.suites import OUTCOMES, RECORDER, junit_case_contents, junit_cases
 
 pytestmark = pytest.mark.ray_cluster
 
@@ -76,9 +76,13 @@ def test_outcomes_equal_serial_pytest(
         ]
     )
     ray.stdout.fnmatch_lines(["*RuntimeError: setup went wrong*"])
+    ray.stdout.fnmatch_lines(["*- Captured stdout teardown -*", "said at teardown"])
     ray.stdout.fnmatch_lines(["*orchestrator summary*", "3 worker(s) on the Ray cluster at*"])
     # JUnit: same cases and verdicts, and valid against the xunit2 schema.
     assert junit_cases(pytester.path / "ray.xml") == junit_cases(pytester.path / "serial.xml")
+    # Every case as pytest wrote it: attributes, messages, captured output (not the time).
+    ray_cases = junit_case_contents(pytester.path / "ray.xml")
+    assert ray_cases == junit_case_contents(pytester.path / "serial.xml")
     xmlschema.validate(str(pytester.path / "ray.xml"), str(junit_schema))
 
 

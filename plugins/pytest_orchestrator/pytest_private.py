@@ -159,7 +159,7 @@ def report_node_id(report: pytest.TestReport) -> Any:
     pytest 9 parses every report's node id into a ``NodeId`` (``report.id``), which a new
     report takes as it is; pytest 8 keeps the string."""
     node_id = getattr(report, "id", None)
-    return node_id if node_id is not None and str(node_id) == report.nodeid else report.nodeid
+    return report.nodeid if node_id is None else node_id
 
 
 def fast_hook_caller(hook: Any, without: object = None) -> Any:
