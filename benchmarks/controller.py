@@ -213,6 +213,8 @@ class ReplayExecutor:
         self.workers: dict[str, _FakeWorker] = {}
         self.nodeids: list[str] = []
         self.tests_run = 0
+        #: The batches of tests the controller sent (``run`` commands).
+        self.batches = 0
 
     def connect(self, local_cpus: int) -> Any:
         from orchestrator.run.executor import ClusterInfo
@@ -246,6 +248,7 @@ class ReplayExecutor:
             self.nodeids = list(command["nodeids"])
             out.append(b'{"t":"ready","missing":[],"nmissing":0}\n')
         elif kind == "run":
+            self.batches += 1
             state.asked, state.ask_at = False, command.get("a")
             if not state.finishing:
                 state.pending.extend(command["i"])
@@ -334,6 +337,7 @@ def replay(suite: Path, recording_path: Path, out: Path, workers: int, options: 
     figures = {
         "exit_code": int(code),
         "tests": executor.tests_run,
+        "batches": executor.batches,
         "loop_cpu": loop.get("cpu", 0.0),
         "loop_wall": loop.get("wall", 0.0),
         "process_cpu": usage.ru_utime + usage.ru_stime - loading,
