@@ -103,20 +103,22 @@ class Pipelines:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
         self.seconds[nodeid] += report.duration
-        xfail = hasattr(report, "wasxfail")
-        if report.when == "call":
-            if xfail:
+        when = report.when
+        if when == "call":
+            if hasattr(report, "wasxfail"):
                 self.outcome[nodeid] = "xfailed" if report.skipped else "xpassed"
             else:
                 self.outcome[nodeid] = report.outcome
             metrics = getattr(report, "metrics", None)
             if metrics:
                 self.metrics[nodeid] = list(metrics)
-        elif report.when == "setup":
+        elif report.outcome == "passed":  # a setup or teardown: most are
+            return
+        elif when == "setup":
             if report.failed:
                 self.outcome[nodeid] = "error"
             elif report.skipped:
-                self.outcome[nodeid] = "xfailed" if xfail else "skipped"
+                self.outcome[nodeid] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
         elif report.failed and self.outcome.get(nodeid) in (None, "passed"):
             self.outcome[nodeid] = "error"
 

@@ -30,6 +30,7 @@ from orchestrator.run.protocol import (
     WarningMessage,
 )
 from orchestrator.scheduling.retry import Attempt
+from orchestrator.worker.gcpause import Freezer
 from orchestrator.worker.live_log import show_live_log
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.pytest_private import (
@@ -41,6 +42,9 @@ from pytest_orchestrator.pytest_private import (
 )
 from pytest_orchestrator.terminal import Terminal
 from pytest_orchestrator.xdist_nodes import Nodes
+
+#: Results replayed between two freezes of what the controller keeps (see Freezer).
+FREEZE_EVERY = 2_000
 
 
 class Replay:
@@ -87,6 +91,7 @@ class Replay:
         self._junit: PlainPassJunit | None = None
         self._logreport_plain: Any = None
         self._hooks_for_batch(batch=False)
+        self._freezer = Freezer(every=FREEZE_EVERY)
 
     def _hooks_for_batch(self, batch: bool) -> None:
         hook = self.config.hook
@@ -112,12 +117,14 @@ class Replay:
         """A batch of tests: pytest's hooks are called without pluggy's per-call checks
         and the terminal is flushed once, at the end; the progress line is drawn then."""
         self._hooks_for_batch(batch=True)
+        finished = self.finished
         try:
             with self.terminal.one_flush():
                 yield
         finally:
             self._hooks_for_batch(batch=False)
             self.terminal.draw()
+            self._freezer.grew(self.finished - finished)
 
     # -- tests -----------------------------------------------------------------------
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
