@@ -118,6 +118,33 @@ def record(suite: Path, out: Path, store: Path) -> int:
     return int(code)
 
 
+def real_run(suite: Path, out: Path, workers: int) -> int:
+    """A real ``pytest --ray -q --junitxml`` run (its own Ray instance, fresh durations):
+    the controller process's CPU, Ray's driver threads in it included, to
+    ``out/figures.json``."""
+    import pytest
+
+    start = time.perf_counter()
+    code = pytest.main(
+        [
+            str(suite),
+            "-q",
+            f"--junitxml={out / 'junit.xml'}",
+            "--ray",
+            f"--ray-workers={workers}",
+            f"--ray-durations={out / 'durations.db'}",
+        ]
+    )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "exit_code": int(code),
+        "process_cpu": usage.ru_utime + usage.ru_stime,
+        "wall": time.perf_counter() - start,
+    }
+    (out / "figures.json").write_text(json.dumps(figures))
+    return 0
+
+
 @dataclass
 class Recording:
     """A real run's events: each test's, in order, and one worker's farewell."""
@@ -410,6 +437,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="controller-latest", help="results file name")
     parser.add_argument(
+        "--no-real-run",
+        action="store_true",
+        help="skip the real run (on Ray) that measures the controller's CPU with Ray in it",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep the suite and the recording here"
     )
     sub = parser.add_subparsers(dest="child", help=argparse.SUPPRESS)
@@ -417,6 +449,10 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("suite", type=Path)
     rec.add_argument("out", type=Path)
     rec.add_argument("store", type=Path)
+    real = sub.add_parser("real")
+    real.add_argument("suite", type=Path)
+    real.add_argument("out", type=Path)
+    real.add_argument("workers", type=int)
     rep = sub.add_parser("replay")
     rep.add_argument("suite", type=Path)
     rep.add_argument("recording", type=Path)
@@ -448,6 +484,15 @@ def _replay_once(
     return figures
 
 
+def _real_once(work: Path, suite: Path, workers: int, run: int) -> dict[str, Any]:
+    out = work / "real" / str(run)
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "benchmarks.controller", "real", str(suite), str(out)]
+    _child_cpu([*command, str(workers)], suite, _env())
+    figures: dict[str, Any] = json.loads((out / "figures.json").read_text())
+    return figures
+
+
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     suite = write_suite(work / "suite", args.tests)
     env = _env()
@@ -467,12 +512,16 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     loaded = Recording.load(recording)
     names = args.option_set or list(OPTION_SETS)
     serial_cpus: list[float] = []
+    real_runs: list[dict[str, Any]] = []
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for run in range(args.repeat):  # interleaved: serial, then each option set, per round
+    for run in range(args.repeat):  # interleaved: serial, a real run, each option set
         _log(f"round {run + 1}: serial pytest -q --junitxml")
         junit = work / f"serial-{run}.xml"
         serial = [sys.executable, "-m", "pytest", str(suite), "-q", f"--junitxml={junit}"]
         serial_cpus.append(_child_cpu(serial, suite, env)[1])
+        if not args.no_real_run:
+            _log(f"round {run + 1}: pytest --ray -q --junitxml, {args.workers} workers")
+            real_runs.append(_real_once(work, suite, args.workers, run))
         for name in names:
             _log(f"round {run + 1}: replay {name}")
             samples[name].append(_replay_once(work, suite, recording, args.workers, name, run))
@@ -493,8 +542,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
     return {
         "tests": args.tests,
+        "workers": args.workers,
         "serial_cpu": statistics.median(serial_cpus),
         "serial_cpus": serial_cpus,
+        "real_runs": real_runs,
         "worker_rate": loaded.worker_rate,
         "rows": [asdict(row) | _derived(row) for row in rows],
     }
@@ -520,6 +571,20 @@ def markdown(results: Mapping[str, Any], machine: Mapping[str, Any], command: st
         + f"). One worker of these tests produced {rate:.0f} results a second in the "
         "recorded run.",
         "",
+    ]
+    real = results.get("real_runs") or []
+    if real:
+        cpus = sorted(r["process_cpu"] for r in real)
+        middle = cpus[(len(cpus) - 1) // 2]
+        lines += [
+            "A real run (`pytest --ray -q --junitxml`, its own Ray instance, "
+            f"{results['workers']} workers): controller process CPU {middle:.2f} s, "
+            f"{middle / serial:.2f} x serial pytest's (runs: "
+            + ", ".join(f"{r['process_cpu']:.2f} s in {r['wall']:.1f} s" for r in real)
+            + ").",
+            "",
+        ]
+    lines += [
         "| options | results/s through the loop | CPU µs per result | loop CPU (s) | "
         "controller process CPU (s) | x serial CPU | workers kept fed |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -556,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child == "record":
         return record(args.suite, args.out, args.store)
+    if args.child == "real":
+        return real_run(args.suite, args.out, args.workers)
     if args.child == "replay":
         return replay(args.suite, args.recording, args.out, args.workers, args.options)
     if args.tests < 1 or args.repeat < 1:
