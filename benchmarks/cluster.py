@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -21,10 +22,16 @@ shutdown()
 """
 
 
+#: Seconds a cluster is left to settle once it answers: Ray's processes keep a core busy
+#: for about a second after their start, then take 1-2% of this machine's two cores.
+SETTLE_SECONDS = 2.0
+
+
 class WarmCluster:
     """A Ray cluster kept running for the duration of a benchmark, like `orchestrator up`.
 
-    Ready when the constructor returns; ``close`` (or leaving the ``with`` block) stops it.
+    Ready, and settled, when the constructor returns; ``close`` (or leaving the ``with``
+    block) stops it.
     """
 
     def __init__(self, cpus: int, env: Mapping[str, str] | None = None) -> None:
@@ -42,6 +49,7 @@ class WarmCluster:
         if not self.address:
             self.close()
             raise RuntimeError(f"the Ray cluster did not start (exit code {self.proc.returncode})")
+        time.sleep(SETTLE_SECONDS)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
