@@ -359,7 +359,7 @@ def test_a_rerun_starts_while_collecting_with_the_same_results(
     assert "not collected this time" not in second.stdout.str()
     assert second.ret == first.ret
     assert second_outcomes == first_outcomes
-    assert second_cases == first_cases and len(first_cases) == 80 + 17
+    assert second_cases == first_cases and len(first_cases) == 80 + 18
     # --ray-head-start off waits for the collection.
     off, off_outcomes, _ = _ray_run(pytester, "off", "--ray-head-start", "off")
     assert "head start" not in off.stdout.str() and off_outcomes == first_outcomes
