@@ -630,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         ["python", "-m", "benchmarks.controller", *(sys.argv[1:] if argv is None else argv)]
     )
+    if args.work_dir is not None:  # the report reads the same on any machine
+        command = command.replace(str(args.work_dir), "$WORK")
     with contextlib.ExitStack() as stack:
         if args.work_dir is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ctl-")))
