@@ -9,7 +9,9 @@ measures that path alone, without Ray:
 
 1. it writes a suite of tiny tests (some failing, some skipped) and runs it once for real
    with ``--ray`` (two workers), recording every event the workers sent, by test;
-2. it runs serial pytest on the suite (``-q --junitxml``), for its CPU time;
+2. it runs serial pytest on the suite (``-q --junitxml``), for its CPU time, and (unless
+   ``--no-real-run``) ``pytest --ray -q --junitxml`` for real, with its own Ray instance
+   and against a running cluster, for the controller's CPU with Ray in it;
 3. for each set of reporting options it runs ``pytest --ray`` with an executor that
    answers the controller's commands with the recorded events (renumbered as this run's
    plan numbers the tests) instead of starting workers, and measures the controller
@@ -41,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cluster import WarmCluster
 from benchmarks.run import machine_info
 
 #: The reporting options compared, by name: what is added to ``pytest --ray``.
@@ -118,13 +121,14 @@ def record(suite: Path, out: Path, store: Path) -> int:
     return int(code)
 
 
-def real_run(suite: Path, out: Path, workers: int) -> int:
-    """A real ``pytest --ray -q --junitxml`` run (its own Ray instance, fresh durations):
-    the controller process's CPU, Ray's driver threads in it included, to
-    ``out/figures.json``."""
+def real_run(suite: Path, out: Path, workers: int, address: str | None = None) -> int:
+    """A real ``pytest --ray -q --junitxml`` run (its own Ray instance, or the cluster at
+    ``address``; fresh durations): the controller process's CPU, Ray's driver threads in
+    it included, to ``out/figures.json``."""
     import pytest
 
     start = time.perf_counter()
+    where = [f"--ray-address={address}"] if address else []
     code = pytest.main(
         [
             str(suite),
@@ -133,6 +137,7 @@ def real_run(suite: Path, out: Path, workers: int) -> int:
             "--ray",
             f"--ray-workers={workers}",
             f"--ray-durations={out / 'durations.db'}",
+            *where,
         ]
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -439,7 +444,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-real-run",
         action="store_true",
-        help="skip the real run (on Ray) that measures the controller's CPU with Ray in it",
+        help="skip the real runs (on Ray: its own instance, and a running cluster) that "
+        "measure the controller's CPU with Ray in it",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep the suite and the recording here"
@@ -453,6 +459,7 @@ def _parser() -> argparse.ArgumentParser:
     real.add_argument("suite", type=Path)
     real.add_argument("out", type=Path)
     real.add_argument("workers", type=int)
+    real.add_argument("address", nargs="?", default=None)
     rep = sub.add_parser("replay")
     rep.add_argument("suite", type=Path)
     rep.add_argument("recording", type=Path)
@@ -484,11 +491,19 @@ def _replay_once(
     return figures
 
 
-def _real_once(work: Path, suite: Path, workers: int, run: int) -> dict[str, Any]:
-    out = work / "real" / str(run)
+def _real_once(work: Path, suite: Path, workers: int, run: int, *, cluster: bool) -> dict[str, Any]:
+    """One real run: with its own Ray instance, or against a cluster started for it (and
+    settled) as ``orchestrator up`` keeps one."""
+    out = work / "real" / f"{'cluster' if cluster else 'own'}-{run}"
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "benchmarks.controller", "real", str(suite), str(out)]
-    _child_cpu([*command, str(workers)], suite, _env())
+    command.append(str(workers))
+    env = {k: v for k, v in _env().items() if k != "RAY_ADDRESS"}
+    if cluster:
+        with WarmCluster(workers, env) as running:
+            _child_cpu([*command, running.address], suite, env)
+    else:
+        _child_cpu(command, suite, env)
     figures: dict[str, Any] = json.loads((out / "figures.json").read_text())
     return figures
 
@@ -513,6 +528,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     names = args.option_set or list(OPTION_SETS)
     serial_cpus: list[float] = []
     real_runs: list[dict[str, Any]] = []
+    cluster_runs: list[dict[str, Any]] = []
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for run in range(args.repeat):  # interleaved: serial, a real run, each option set
         _log(f"round {run + 1}: serial pytest -q --junitxml")
@@ -521,7 +537,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         serial_cpus.append(_child_cpu(serial, suite, env)[1])
         if not args.no_real_run:
             _log(f"round {run + 1}: pytest --ray -q --junitxml, {args.workers} workers")
-            real_runs.append(_real_once(work, suite, args.workers, run))
+            real_runs.append(_real_once(work, suite, args.workers, run, cluster=False))
+            _log(f"round {run + 1}: the same against a running cluster")
+            cluster_runs.append(_real_once(work, suite, args.workers, run, cluster=True))
         for name in names:
             _log(f"round {run + 1}: replay {name}")
             samples[name].append(_replay_once(work, suite, recording, args.workers, name, run))
@@ -546,6 +564,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "serial_cpu": statistics.median(serial_cpus),
         "serial_cpus": serial_cpus,
         "real_runs": real_runs,
+        "cluster_runs": cluster_runs,
         "worker_rate": loaded.worker_rate,
         "rows": [asdict(row) | _derived(row) for row in rows],
     }
@@ -572,12 +591,15 @@ def markdown(results: Mapping[str, Any], machine: Mapping[str, Any], command: st
         "recorded run.",
         "",
     ]
-    real = results.get("real_runs") or []
-    if real:
+    setups = (("real_runs", "its own Ray instance"), ("cluster_runs", "a running cluster"))
+    for key, where in setups:
+        real = results.get(key) or []
+        if not real:
+            continue
         cpus = sorted(r["process_cpu"] for r in real)
         middle = cpus[(len(cpus) - 1) // 2]
         lines += [
-            "A real run (`pytest --ray -q --junitxml`, its own Ray instance, "
+            f"A real run (`pytest --ray -q --junitxml`, {where}, "
             f"{results['workers']} workers): controller process CPU {middle:.2f} s, "
             f"{middle / serial:.2f} x serial pytest's (runs: "
             + ", ".join(f"{r['process_cpu']:.2f} s in {r['wall']:.1f} s" for r in real)
@@ -622,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "record":
         return record(args.suite, args.out, args.store)
     if args.child == "real":
-        return real_run(args.suite, args.out, args.workers)
+        return real_run(args.suite, args.out, args.workers, args.address)
     if args.child == "replay":
         return replay(args.suite, args.recording, args.out, args.workers, args.options)
     if args.tests < 1 or args.repeat < 1:
