@@ -233,7 +233,6 @@ class PlainPassJunit:
     def __init__(self, writer: Any, node_reporter_class: Any) -> None:
         self.writer = writer
         self._node_reporter = node_reporter_class
-        self._every_phase = writer.report_duration == "total"
 
     def is_open(self, report: pytest.TestReport) -> bool:
         """Whether the writer has a case of this test open (a report of it went through
@@ -250,7 +249,7 @@ class PlainPassJunit:
         writer.add_stats("passed")
         # Added up phase by phase, in order, as the writer does (the same float).
         for report in (setup, call, teardown):
-            if self._every_phase or report.when == writer.report_duration:
+            if writer.report_duration in ("total", report.when):
                 reporter.duration += report.duration
         reporter.finalize()
 

@@ -129,12 +129,9 @@ class Replay:
     # -- tests -----------------------------------------------------------------------
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
-        if attempt.plain:
-            reports = self._plain_reports(index, attempt.reports)
-        else:
-            reports = []
-            for data in attempt.reports:
-                reports.append(self._from_data(index, data, reports[0] if reports else None))
+        reports: list[pytest.TestReport] = []
+        for data in attempt.reports:
+            reports.append(self._from_data(index, data, reports[0] if reports else None))
         if attempt.lost is not None:
             self.lost.add(index)
             reports.extend(self._lost_reports(index, attempt.lost, reports))
@@ -209,35 +206,6 @@ class Replay:
                 hook.pytest_runtest_logreport(report=report)
             hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         self.items = keep
-
-    def _plain_reports(self, index: int, data: Sequence[ReportData]) -> list[pytest.TestReport]:
-        """The three reports of a test that passed plainly (see Attempt.plain): what the
-        worker did not send comes from the controller's copy of the test; the location
-        from the setup's data, and the node id is parsed once."""
-        item = self.items[index]
-        keywords: dict[str, Literal[1]] = {name: 1 for name in item.keywords}
-        self._keywords[index] = keywords
-        sent = data[0].get("location")
-        location = tuple(sent) if sent else item.location
-        reports = []
-        node_id: Any = item.nodeid
-        for phase in data:
-            report = pytest.TestReport(
-                nodeid=node_id,
-                location=location,
-                keywords=keywords,
-                outcome="passed",
-                longrepr=None,
-                when=phase["when"],
-                sections=[],
-                duration=phase["duration"],
-                start=phase["start"],
-                stop=phase["stop"],
-                user_properties=[],
-            )
-            node_id = report_node_id(report)
-            reports.append(report)
-        return reports
 
     def _from_data(
         self, index: int, data: ReportData, first: pytest.TestReport | None
