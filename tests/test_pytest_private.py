@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import io
+import json
 import logging
 import re
 import sys
@@ -461,3 +462,143 @@ def test_nor_where_passing_tests_get_their_captured_output(pytester: pytest.Pyte
     # pytest writes the (empty) captured sections of every passing test then.
     args = (f"--junitxml={pytester.path / 'out.xml'}", "-o", "junit_logging=out-err")
     assert pytest_private.plain_pass_junit(pytester.parseconfigure(*args)) is None
+
+
+#: A plugin that stands in for the controller: it replays made-up reports of every
+#: collected test, through pytest's hooks or, with --plain-pass, through PlainPassReplay
+#: for the tests that passed plainly. Every seventh test fails, every eleventh is skipped.
+PLAIN_PASS_REPLAYER = """
+import pytest
+from pytest_orchestrator import pytest_private
+
+
+def pytest_addoption(parser):
+    parser.addoption("--plain-pass", action="store_true")
+
+
+def reports(index, item):
+    outcome = "failed" if index % 7 == 3 else "passed"
+    out = []
+    for k, when in enumerate(("setup", "call", "teardown")):
+        out.append(pytest.TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords={name: 1 for name in item.keywords},
+            outcome=outcome if when == "call" else "passed",
+            longrepr="AssertionError: made up" if outcome == "failed" and when == "call" else None,
+            when=when,
+            sections=[],
+            duration=0.001 * (index % 13) + 0.0001 * k,
+            start=1000.0 + index,
+            stop=1000.5 + index,
+        ))
+    if index % 11 == 5:
+        skipped = (item.location[0], item.location[1] + 1, "Skipped: made up")
+        out = [out[0], out[2]]
+        out[0].outcome, out[0].longrepr = "skipped", skipped
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    config = session.config
+    hook = config.hook
+    plain = pytest_private.plain_pass_replay(config) if config.option.plain_pass else None
+    config.stash[KEY] = plain is not None
+    for index, item in enumerate(session.items):
+        made = reports(index, item)
+        plainly = len(made) == 3 and all(r.passed for r in made)
+        if plain is not None and plainly and plain.record(item.nodeid, *made):
+            continue
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for report in made:
+            hook.pytest_runtest_logreport(report=report)
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+KEY = pytest.StashKey()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    terminalreporter.write_line(f"plain-pass replay used: {config.stash.get(KEY, None)}")
+"""
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["-q"],
+        ["-qq", "-rA", "--durations=5", "--durations-min=0"],
+        ["-o", "console_output_style=count"],
+        ["-o", "console_output_style=times"],
+        ["-o", "console_output_style=classic", "--junitxml=out.xml"],
+        ["-q", "--junitxml=out.xml", "-o", "junit_family=xunit1"],
+        ["-o", "log_cli=true", "-o", "verbosity_test_cases=0", "--log-cli-level=INFO"],
+        ["-o", "log_cli=true"],
+        ["-v"],
+        ["-p", "no:terminal", "--junitxml=out.xml"],
+    ],
+)
+def test_a_plain_pass_replayed_directly_leaves_what_its_hooks_would(
+    pytester: pytest.Pytester, options: list[str]
+) -> None:
+    pytester.makepyfile(replayer=PLAIN_PASS_REPLAYER)
+    pytester.syspathinsert()
+    for module in range(3):
+        pytester.makepyfile(
+            **{
+                f"test_m{module}.py": "import pytest\n"
+                "@pytest.mark.parametrize('n', range(70))\n"
+                "def test_n(n): pass\n"
+                "class TestC:\n"
+                "    def test_y(self): pass\n"
+            }
+        )
+
+    tests = [f"test_m{m}.py::test_n[{n}]" for m in range(3) for n in range(70)]
+    tests += [f"test_m{m}.py::TestC::test_y" for m in range(3)]
+
+    def run(plain: bool) -> tuple[str, str, str, bool | None]:
+        (pytester.path / "out.xml").unlink(missing_ok=True)
+        # Every test failed last time: --lf's record loses those that pass.
+        cache = pytester.path / ".pytest_cache" / "v" / "cache" / "lastfailed"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(dict.fromkeys(tests, True)))
+        args = ["-p", "replayer", "-p", "no:randomly", *options]
+        result = pytester.runpytest_inprocess(*args, *(["--plain-pass"] if plain else []))
+        text = re.sub(r"\d+\.\d\ds", "T", result.stdout.str())
+        used = re.search(r"plain-pass replay used: (\w+)", text)
+        text = re.sub(r"plain-pass replay used: \w+\n?", "", text)
+        junit = (pytester.path / "out.xml").read_text() if "--junitxml=out.xml" in args else ""
+        junit = re.sub(r'(timestamp|time|hostname)="[^"]*"', r'\1=""', junit)
+        used_flag = None if used is None else used.group(1) == "True"
+        return text, junit, cache.read_text() if cache.exists() else "", used_flag
+
+    by_hooks = run(plain=False)
+    direct = run(plain=True)
+    assert direct[:3] == by_hooks[:3]
+    # Where the terminal writes a line per test, every report goes through the hooks
+    # (live logs make pytest verbose, unless its per-test verbosity is set).
+    if "-v" in options or options == ["-o", "log_cli=true"]:
+        assert direct[3] is False
+    elif "no:terminal" not in options:
+        assert direct[3] is True
+        assert "F" in direct[0] or "failed" in direct[0]
+
+
+def test_an_items_reports_take_the_node_id_pytest_builds_them_with(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_a="import pytest\n@pytest.mark.parametrize('x', ['a::b'])\ndef test_x(x): pass\n"
+    )
+    (item,) = pytester.getitems(pytester.path / "test_a.py")
+    node_id = pytest_private.item_node_id(item)
+    report = pytest.TestReport.from_item_and_call(
+        item, pytest.CallInfo.from_call(lambda: None, "call")
+    )
+    built = _test_report(node_id, "call")  # type: ignore[arg-type]
+    assert built.nodeid == report.nodeid == item.nodeid
+    assert pytest_private.report_node_id(built) == pytest_private.report_node_id(report)

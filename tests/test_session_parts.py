@@ -21,6 +21,7 @@ from pytest_orchestrator.early_start import (
     worker_count,
 )
 from pytest_orchestrator.limits import TIMEOUT_GRACE, retry_policy, time_limit
+from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.placement import free_cpus, make_room, place, strict_error
 from pytest_orchestrator.recording import warnings_shown
 from pytest_orchestrator.replay import Replay
@@ -409,3 +410,28 @@ def test_store_warnings_are_shown_as_lines() -> None:
     assert terminal.lines == [
         "orchestrator: warning: a record written by a newer version was skipped"
     ]
+
+
+def test_the_pipelines_record_a_plain_pass_as_its_three_reports_would() -> None:
+    def reports() -> list[pytest.TestReport]:
+        return [
+            pytest.TestReport(
+                nodeid="t.py::t",
+                location=("t.py", 1, "t"),
+                keywords={},
+                outcome="passed",
+                longrepr=None,
+                when=when,  # type: ignore[arg-type]
+                duration=duration,
+            )
+            for when, duration in (("setup", 0.1), ("call", 0.2), ("teardown", 0.3))
+        ]
+
+    by_hook = Pipelines(SimpleNamespace(), SimpleNamespace(), None, {})  # type: ignore[arg-type]
+    direct = Pipelines(SimpleNamespace(), SimpleNamespace(), None, {})  # type: ignore[arg-type]
+    for report in reports():
+        by_hook.pytest_runtest_logreport(report)
+    setup, call, teardown = reports()
+    direct.plain_pass(call.nodeid, setup, call, teardown)
+    assert (direct.seconds, direct.outcome) == (by_hook.seconds, by_hook.outcome)
+    assert direct.seconds["t.py::t"] == 0.1 + 0.2 + 0.3

@@ -122,6 +122,20 @@ class Pipelines:
         elif report.failed and self.outcome.get(nodeid) in (None, "passed"):
             self.outcome[nodeid] = "error"
 
+    def plain_pass(
+        self,
+        nodeid: str,
+        setup: pytest.TestReport,
+        call: pytest.TestReport,
+        teardown: pytest.TestReport,
+    ) -> None:
+        """What :meth:`pytest_runtest_logreport` does with the three reports of a test
+        that passed plainly (no metrics), for the controller's replay."""
+        seconds = self.seconds
+        for report in (setup, call, teardown):
+            seconds[nodeid] += report.duration
+        self.outcome[nodeid] = "passed"
+
     def rows(self) -> list[tuple[str, Counter[str], float, int]]:
         """Per kind that ran: outcome counts, summed seconds, flaky tests."""
         counts: dict[str, Counter[str]] = defaultdict(Counter)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +162,25 @@ def report_node_id(report: pytest.TestReport) -> Any:
     return report.nodeid if node_id is None else node_id
 
 
+def item_node_id(item: pytest.Item) -> Any:
+    """The node id pytest builds an item's reports with: its parsed ``NodeId``
+    (``item.id``, pytest 9), else its node id string."""
+    node_id = getattr(item, "id", None)
+    parsed = _node_id_class is not None and type(node_id) is _node_id_class
+    return node_id if parsed else item.nodeid
+
+
+def _parsed_node_id_class() -> type | None:
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest 8 keeps node ids as strings
+        return None
+    return NodeId
+
+
+_node_id_class = _parsed_node_id_class()
+
+
 def fast_hook_caller(hook: Any, without: object = None) -> Any:
     """A callable that calls a (non-historic) hook's implementations as they are now, with
     keyword arguments, as ``hook(**kwargs)`` does, less what pluggy does around every call
@@ -276,6 +295,234 @@ def plain_pass_junit(config: pytest.Config) -> PlainPassJunit | None:
     return PlainPassJunit(writer, _NodeReporter)
 
 
+#: The hooks a test's replay calls (see :class:`PlainPassReplay`).
+REPLAY_HOOKS = ("pytest_runtest_logstart", "pytest_runtest_logreport", "pytest_runtest_logfinish")
+
+
+class PlainPassReplay:
+    """Replays a test whose three reports passed plainly into the listeners of the
+    replay's hooks directly, where every listener is one whose workings for such a test
+    are known (see :func:`plain_pass_replay`): the controller replays thousands a second,
+    and pytest's terminal reporter asks the status hook about each report and draws the
+    test's character through several private steps.
+
+    What each listener does for such a test:
+
+    - pytest's terminal reporter (``TerminalReporter``), at ``-q`` or default verbosity:
+      its ``pytest_runtest_logstart``; each report kept in ``stats`` under its status's
+      category (``_add_stats``), the latest in ``_current_logreport``; the call's status
+      letter written in green, the test counted in ``_progress_nodeids_reported`` and the
+      ``[ 40%]`` column written where the line reaches its edge
+      (``_write_progress_information_if_past_edge``), as its ``pytest_runtest_logreport``
+      does. The statuses are asked once per instance, of the first such test, from pytest's
+      own status hooks (no other plugin implements ``pytest_report_teststatus``): those
+      answer by phase and outcome alone.
+    - pytest's ``--junitxml`` writer: :class:`PlainPassJunit`.
+    - ``--lf``'s plugin (``LFPlugin``): its report hook, for the call report (it acts only
+      on a call that passed, a skip or a failure).
+    - pytest's logging plugin: its three hooks, in order (its live-log handler follows the
+      phase); nothing where live logs are off.
+    - pytest's session (``Session``): nothing (it counts failures).
+    - ``extra``: the caller's plugins, each with its own function taking the test's node
+      id and its three reports.
+    """
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        terminal: TerminalReporter | None,
+        junit: PlainPassJunit | None,
+        steps: list[Any],
+    ) -> None:
+        self.config = config
+        self.terminal = terminal
+        self.junit = junit
+        self._steps = steps
+        #: The call's status (category, letter), once asked; False: not a plain one.
+        self._status: tuple[str, str] | bool | None = None
+
+    def record(
+        self,
+        nodeid: str,
+        setup: pytest.TestReport,
+        call: pytest.TestReport,
+        teardown: pytest.TestReport,
+    ) -> bool:
+        """Replay the test; False, having done nothing, where its reports must go through
+        the hooks (the JUnit writer has a case of it open, or pytest's statuses for it
+        are not those of a plain pass)."""
+        if self.junit is not None and self.junit.is_open(call):
+            return False
+        if self.terminal is not None:
+            if self._status is None:
+                self._status = self._plain_status(setup, call, teardown)
+            if self._status is False:
+                return False
+            self._terminal(nodeid, setup, call, teardown)
+        if self.junit is not None:
+            self.junit.record(setup, call, teardown)
+        for step in self._steps:
+            step(nodeid, setup, call, teardown)
+        return True
+
+    def _plain_status(
+        self, setup: pytest.TestReport, call: pytest.TestReport, teardown: pytest.TestReport
+    ) -> tuple[str, str] | bool:
+        hook = self.config.hook.pytest_report_teststatus
+        statuses = [tuple(hook(report=r, config=self.config)) for r in (setup, call, teardown)]
+        category, letter, word = statuses[1]
+        if statuses[0] != ("", "", "") or statuses[2] != ("", "", ""):
+            return False
+        if not (isinstance(category, str) and category and letter and isinstance(word, str)):
+            return False  # a word with its own markup: the hook's way
+        return category, letter
+
+    def _terminal(
+        self,
+        nodeid: str,
+        setup: pytest.TestReport,
+        call: pytest.TestReport,
+        teardown: pytest.TestReport,
+    ) -> None:
+        reporter: Any = self.terminal
+        category, letter = self._status  # type: ignore[misc]
+        reporter.pytest_runtest_logstart(nodeid=nodeid, location=setup.location)
+        reporter._tests_ran = True
+        reporter._current_logreport = setup
+        reporter._add_stats("", [setup])
+        reporter._current_logreport = call
+        reporter._add_stats(category, [call])
+        reporter._progress_nodeids_reported.add(report_node_id(call))
+        reporter._tw.write(letter, green=True)
+        if reporter._show_progress_info and not reporter._is_last_item:
+            reporter._write_progress_information_if_past_edge()
+        reporter.flush()
+        reporter._current_logreport = teardown
+        reporter._add_stats("", [teardown])
+
+
+def plain_pass_replay(
+    config: pytest.Config, extra: Sequence[tuple[object, Any]] = ()
+) -> PlainPassReplay | None:
+    """See :class:`PlainPassReplay`; None where some listener of the replay's hooks is not
+    one it knows (another plugin, a wrapper, a version of pytest that implements other
+    hooks on them), or pytest's status hooks are not all pytest's own, or the terminal
+    writes a line per test (``-v``): then each report goes through the hooks."""
+    known = _known_listeners()
+    if known is None:
+        return None
+    terminal_class, lf_class, logging_class, session_class = known
+    junit_writer = junit_xml(config)
+    junit: PlainPassJunit | None = None
+    terminal: Any = None
+    steps: list[Any] = []
+    passed_on: dict[str, Any] = {}  # the logging plugin's hooks, called as they are
+    for name in REPLAY_HOOKS:
+        listeners = getattr(getattr(config.hook, name, None), "get_hookimpls", None)
+        if listeners is None:
+            return None
+        for impl in listeners():
+            plugin, kind, report_hook = impl.plugin, type(impl.plugin), "logreport" in name
+            if not _plain_impl(impl):
+                return None
+            if plugin is junit_writer and report_hook:
+                junit = plain_pass_junit(config)
+                if junit is None:
+                    return None
+            elif kind is terminal_class and name != "pytest_runtest_logfinish":
+                terminal = plugin
+            elif kind is lf_class and report_hook:
+                steps.append(_call_report_only(impl.function))
+            elif kind is logging_class:
+                if not _live_logging_off(plugin):
+                    passed_on[name] = (impl.function, tuple(impl.argnames))
+            elif kind is session_class and report_hook:
+                pass  # it counts failures
+            else:
+                step = next((step for ours, step in extra if ours is plugin), None)
+                if step is None or not report_hook:
+                    return None
+                steps.append(step)
+    if passed_on:
+        steps.append(_every_call(passed_on))
+    if terminal is not None and not _terminal_draws_characters(config, terminal):
+        return None
+    if terminal is not None or junit is not None:
+        for impl in config.hook.pytest_report_teststatus.get_hookimpls():
+            module = getattr(impl.function, "__module__", None) or ""
+            if not module.startswith("_pytest."):
+                return None
+    return PlainPassReplay(config, terminal, junit, steps)
+
+
+def _known_listeners() -> tuple[type, type, type, type] | None:
+    try:
+        from _pytest.cacheprovider import LFPlugin
+        from _pytest.logging import LoggingPlugin
+        from _pytest.main import Session
+    except ImportError:
+        return None
+    return TerminalReporter, LFPlugin, LoggingPlugin, Session
+
+
+def _live_logging_off(plugin: Any) -> bool:
+    """Whether pytest's logging plugin has live logs off: its hooks for a test's reports
+    then tell the phase to a ``_LiveLoggingNullHandler``, which does nothing with it."""
+    try:
+        from _pytest.logging import _LiveLoggingNullHandler
+    except ImportError:
+        return False
+    return type(getattr(plugin, "log_cli_handler", None)) is _LiveLoggingNullHandler
+
+
+def _terminal_draws_characters(config: pytest.Config, terminal: Any) -> bool:
+    """Whether the terminal reporter writes a character per test (``-q`` or default
+    verbosity), with the pieces :class:`PlainPassReplay` uses."""
+    verbosity = getattr(pytest.Config, "VERBOSITY_TEST_CASES", None)
+    if verbosity is None or config.get_verbosity(verbosity) > 0:
+        return False
+    needed = (
+        "pytest_runtest_logstart",
+        "_add_stats",
+        "_progress_nodeids_reported",
+        "_tw",
+        "_show_progress_info",
+        "_is_last_item",
+        "_write_progress_information_if_past_edge",
+    )
+    return all(hasattr(terminal, name) for name in needed)
+
+
+def _call_report_only(logreport: Any) -> Any:
+    def step(nodeid: str, setup: Any, call: Any, teardown: Any) -> None:
+        logreport(report=call)
+
+    return step
+
+
+def _every_call(hooks: dict[str, Any]) -> Any:
+    """A plugin's implementations of the replay's hooks, called as a test's replay calls
+    them: start, each report, finish."""
+    start = hooks.get("pytest_runtest_logstart")
+    report = hooks.get("pytest_runtest_logreport")
+    finish = hooks.get("pytest_runtest_logfinish")
+
+    def call_with(hook: tuple[Any, tuple[str, ...]], **kwargs: Any) -> None:
+        function, argnames = hook
+        function(*[kwargs[name] for name in argnames])
+
+    def step(nodeid: str, setup: Any, call: Any, teardown: Any) -> None:
+        if start is not None:
+            call_with(start, nodeid=nodeid, location=setup.location)
+        if report is not None:
+            for each in (setup, call, teardown):
+                call_with(report, report=each)
+        if finish is not None:
+            call_with(finish, nodeid=nodeid, location=teardown.location)
+
+    return step
+
+
 def _terminal_writer_class() -> type[TerminalWriter] | None:
     try:
         from _pytest._io import TerminalWriter
@@ -286,13 +533,16 @@ def _terminal_writer_class() -> type[TerminalWriter] | None:
 
 __all__ = [
     "PlainPassJunit",
+    "PlainPassReplay",
     "TerminalReporter",
     "append_to_junit_case",
     "fast_hook_caller",
+    "item_node_id",
     "junit_report_path",
     "junit_xml",
     "junit_xml_key",
     "plain_pass_junit",
+    "plain_pass_replay",
     "report_node_id",
     "runtestprotocol",
     "teardown_reports_indexed",

@@ -35,10 +35,12 @@ from orchestrator.worker.live_log import show_live_log
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.pytest_private import (
     PlainPassJunit,
+    PlainPassReplay,
     append_to_junit_case,
     fast_hook_caller,
+    item_node_id,
     plain_pass_junit,
-    report_node_id,
+    plain_pass_replay,
 )
 from pytest_orchestrator.terminal import Terminal
 from pytest_orchestrator.xdist_nodes import Nodes
@@ -81,7 +83,6 @@ class Replay:
         #: Tests whose logstart was replayed and not their logfinish yet (a test that a
         #: plugin such as pytest-rerunfailures runs again starts and finishes again).
         self._open: set[int] = set()
-        self._keywords: dict[int, dict[str, Literal[1]]] = {}
         #: The hooks a test's replay calls, as fast callers while a batch is replayed.
         self._logstart: Any = None
         self._logreport: Any = None
@@ -90,6 +91,9 @@ class Replay:
         #: that passed plainly, and the report hook without the writer, for them.
         self._junit: PlainPassJunit | None = None
         self._logreport_plain: Any = None
+        #: In a batch, where every listener of those hooks is one whose workings are
+        #: known: tests that passed plainly go to each directly.
+        self._plain: PlainPassReplay | None = None
         self._hooks_for_batch(batch=False)
         self._freezer = Freezer(every=FREEZE_EVERY)
 
@@ -100,8 +104,11 @@ class Replay:
             hook.pytest_runtest_logreport,
             hook.pytest_runtest_logfinish,
         ]
-        self._junit = None
+        self._junit = self._plain = None
         if batch:
+            self._plain = plain_pass_replay(
+                self.config, [(self.pipelines, self.pipelines.plain_pass)]
+            )
             hooks = [fast_hook_caller(h) for h in hooks]
             junit = plain_pass_junit(self.config)
             logreport = hook.pytest_runtest_logreport
@@ -129,9 +136,7 @@ class Replay:
     # -- tests -----------------------------------------------------------------------
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:
         """Replay the final attempt of a test; earlier attempts go into its JUnit record."""
-        reports: list[pytest.TestReport] = []
-        for data in attempt.reports:
-            reports.append(self._from_data(index, data, reports[0] if reports else None))
+        reports = self._reports(index, attempt.reports)
         if attempt.lost is not None:
             self.lost.add(index)
             reports.extend(self._lost_reports(index, attempt.lost, reports))
@@ -143,8 +148,15 @@ class Replay:
             self.pipelines.earlier[nodeid] = [attempt_facts(a) for a in earlier]
         if attempt.worker:
             self.pipelines.worker_of[nodeid] = attempt.worker
+        plain = attempt.plain and not earlier and index not in self._open
+        if plain and self._plain is not None and self._plain.record(nodeid, *reports):
+            durations = self.durations
+            for report in reports:
+                durations[nodeid] += report.duration
+            self.finished += 1
+            return
         junit = self._junit
-        if junit is not None and not earlier and attempt.plain and not junit.is_open(reports[1]):
+        if junit is not None and plain and not junit.is_open(reports[1]):
             for report in reports:
                 self._replay(index, report, self._logreport_plain)
             junit.record(*reports)
@@ -207,36 +219,44 @@ class Replay:
             hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         self.items = keep
 
-    def _from_data(
-        self, index: int, data: ReportData, first: pytest.TestReport | None
-    ) -> pytest.TestReport:
-        """Rebuild a report; a plain one takes its location from the worker (sent with
-        the setup phase, or the ``first`` report's of the test), else from the item."""
-        if data.get(PLAIN_KEY):
-            item = self.items[index]
-            keywords = self._keywords.get(index)
+    def _reports(self, index: int, datas: Sequence[ReportData]) -> list[pytest.TestReport]:
+        """Rebuild a test's reports. A plain one is completed from the controller's copy
+        of the test (its node id and keywords, as pytest's own reports take them) and
+        takes its location from the worker (sent with the setup phase, else the first
+        report's), or the item's."""
+        item = self.items[index]
+        reports: list[pytest.TestReport] = []
+        keywords: dict[str, Literal[1]] | None = None
+        node_id: Any = None
+        for data in datas:
+            if not data.get(PLAIN_KEY):
+                reports.append(self._from_serializable(data))
+                continue
             if keywords is None:
-                keywords = self._keywords[index] = {name: 1 for name in item.keywords}
+                keywords = {name: 1 for name in item.keywords}
+                node_id = item_node_id(item)
+            # (The item's location is worked out on first use: only where none came.)
             sent = data.get("location")
-            if sent:
-                location = tuple(sent)
-            else:
-                location = first.location if first is not None else item.location
-            return pytest.TestReport(
-                # The first report's parsed node id, where pytest keeps one: not parsed again.
-                nodeid=report_node_id(first) if first is not None else item.nodeid,
-                location=location,
-                keywords=keywords,
-                outcome="passed",
-                longrepr=None,
-                when=data["when"],
-                sections=[],
-                duration=data["duration"],
-                start=data["start"],
-                stop=data["stop"],
-                user_properties=[],
-                **data.get("extras", {}),
+            location = tuple(sent) if sent else reports[0].location if reports else item.location
+            reports.append(
+                pytest.TestReport(
+                    nodeid=node_id,
+                    location=location,
+                    keywords=keywords,
+                    outcome="passed",
+                    longrepr=None,
+                    when=data["when"],
+                    sections=[],
+                    duration=data["duration"],
+                    start=data["start"],
+                    stop=data["stop"],
+                    user_properties=[],
+                    **data.get("extras", {}),
+                )
             )
+        return reports
+
+    def _from_serializable(self, data: ReportData) -> pytest.TestReport:
         # JSON turned pytest's tuples into lists; skip reports and locations need tuples.
         for key in ("longrepr", "location"):
             if isinstance(data.get(key), list):
