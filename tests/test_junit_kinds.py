@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from hypothesis import given
+from hypothesis import strategies as st
 from junitparser import JUnitXml, TestCase, TestSuite
 
 from orchestrator.pipelines.kinds import KINDS
 from orchestrator.reports.junit_kinds import TestFacts as Facts
-from orchestrator.reports.junit_kinds import regroup
+from orchestrator.reports.junit_kinds import _totals, regroup
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites name="pytest tests">
@@ -335,3 +337,35 @@ def test_a_failed_write_keeps_the_old_report_and_no_temporary_file(
         regroup(report, facts_of)
     assert report.read_bytes() == before
     assert os.listdir(tmp_path) == ["junit.xml"]
+
+
+CHILD_TAGS = ["failure", "error", "skipped", "system-out", "system-err", "rerunFailure"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(CHILD_TAGS), max_size=4),
+            st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False).map(lambda t: f"{t:.3f}")),
+        ),
+        max_size=12,
+    )
+)
+def test_a_suites_totals_are_what_junitparser_reads_of_its_cases(
+    cases: list[tuple[list[str], str | None]],
+) -> None:
+    elements = []
+    for tags, time in cases:
+        attributes = {"name": "t"} if time is None else {"name": "t", "time": time}
+        case = ET.Element("testcase", attributes)
+        for tag in tags:
+            ET.SubElement(case, tag, {"message": "m"})
+        elements.append(case)
+    read = [TestCase.fromelem(case) for case in elements]
+    assert _totals(elements) == {
+        "tests": str(len(read)),
+        "failures": str(sum(case.is_failure for case in read)),
+        "errors": str(sum(case.is_error for case in read)),
+        "skipped": str(sum(case.is_skipped for case in read)),
+        "time": f"{sum(case.time or 0.0 for case in read):.3f}",
+    }
