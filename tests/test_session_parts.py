@@ -24,7 +24,8 @@ from pytest_orchestrator.limits import TIMEOUT_GRACE, retry_policy, time_limit
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.placement import free_cpus, make_room, place, strict_error
 from pytest_orchestrator.recording import warnings_shown
-from pytest_orchestrator.replay import Replay
+from pytest_orchestrator.replay import Replay, own_plain_pass_listeners
+from pytest_orchestrator.reports import ReportsPlugin
 
 from orchestrator.config import RunOptions
 from orchestrator.run.executor import ClusterInfo, Executor, PollResult
@@ -412,26 +413,52 @@ def test_store_warnings_are_shown_as_lines() -> None:
     ]
 
 
-def test_the_pipelines_record_a_plain_pass_as_its_three_reports_would() -> None:
-    def reports() -> list[pytest.TestReport]:
-        return [
-            pytest.TestReport(
-                nodeid="t.py::t",
-                location=("t.py", 1, "t"),
-                keywords={},
-                outcome="passed",
-                longrepr=None,
-                when=when,  # type: ignore[arg-type]
-                duration=duration,
-            )
-            for when, duration in (("setup", 0.1), ("call", 0.2), ("teardown", 0.3))
-        ]
+def _plain_reports(stops: Sequence[float] = (1.1, 1.3, 1.2)) -> list[pytest.TestReport]:
+    return [
+        pytest.TestReport(
+            nodeid="t.py::t",
+            location=("t.py", 1, "t"),
+            keywords={},
+            outcome="passed",
+            longrepr=None,
+            when=when,  # type: ignore[arg-type]
+            duration=duration,
+            start=1.0 + duration,
+            stop=stop,
+        )
+        for (when, duration), stop in zip(
+            (("setup", 0.1), ("call", 0.2), ("teardown", 0.3)), stops, strict=True
+        )
+    ]
 
+
+def test_the_pipelines_record_a_plain_pass_as_its_three_reports_would() -> None:
     by_hook = Pipelines(SimpleNamespace(), SimpleNamespace(), None, {})  # type: ignore[arg-type]
     direct = Pipelines(SimpleNamespace(), SimpleNamespace(), None, {})  # type: ignore[arg-type]
-    for report in reports():
+    for report in _plain_reports():
         by_hook.pytest_runtest_logreport(report)
-    setup, call, teardown = reports()
+    setup, call, teardown = _plain_reports()
     direct.plain_pass(call.nodeid, setup, call, teardown)
     assert (direct.seconds, direct.outcome) == (by_hook.seconds, by_hook.outcome)
     assert direct.seconds["t.py::t"] == 0.1 + 0.2 + 0.3
+
+
+@pytest.mark.parametrize("stops", [(1.1, 1.3, 1.2), (1.1, 1.2, 1.3), (1.3, 1.2, 1.1)])
+def test_the_reports_record_a_plain_pass_as_its_three_reports_would(
+    stops: tuple[float, float, float],
+) -> None:
+    def plugin() -> ReportsPlugin:
+        none: Any = SimpleNamespace()
+        return ReportsPlugin(none, none, json_path=None, html_path=None, store_path=Path())
+
+    by_hook, direct = plugin(), plugin()
+    for report in _plain_reports(stops):
+        by_hook.pytest_runtest_logreport(report)
+    setup, call, teardown = _plain_reports(stops)
+    direct.plain_pass(call.nodeid, setup, call, teardown)
+    assert (direct.spans, direct.texts, direct.xdist_worker) == (
+        by_hook.spans,
+        by_hook.texts,
+        by_hook.xdist_worker,
+    )
+    assert own_plain_pass_listeners(SimpleNamespace()) == []  # type: ignore[arg-type]

@@ -340,6 +340,12 @@ class PlainPassReplay:
         self._steps = steps
         #: The call's status (category, letter), once asked; False: not a plain one.
         self._status: tuple[str, str] | bool | None = None
+        #: Whether the terminal's ``pytest_runtest_logstart`` writes anything: with
+        #: ``-q`` it shows neither the test's line nor its file.
+        self._logstart = terminal is not None and bool(
+            terminal.showlongtestinfo or terminal.showfspath
+        )
+        self._edge_margin = _progress_edge_margin(terminal)
 
     def record(
         self,
@@ -386,16 +392,27 @@ class PlainPassReplay:
     ) -> None:
         reporter: Any = self.terminal
         category, letter = self._status  # type: ignore[misc]
-        reporter.pytest_runtest_logstart(nodeid=nodeid, location=setup.location)
+        if self._logstart:
+            reporter.pytest_runtest_logstart(nodeid=nodeid, location=setup.location)
         reporter._tests_ran = True
         reporter._current_logreport = setup
         reporter._add_stats("", [setup])
         reporter._current_logreport = call
         reporter._add_stats(category, [call])
         reporter._progress_nodeids_reported.add(report_node_id(call))
-        reporter._tw.write(letter, green=True)
+        writer = reporter._tw
+        writer.write(letter, green=True)
         if reporter._show_progress_info and not reporter._is_last_item:
-            reporter._write_progress_information_if_past_edge()
+            # The reporter works out the line's width (wcswidth, a character at a time)
+            # to find whether its progress column is due: where the line is ASCII, its
+            # length bounds that width, and a line short of the edge by more than the
+            # widest column is left alone, as the reporter would.
+            line = writer._current_line
+            margin = self._edge_margin
+            if margin is None or not (
+                line.isascii() and len(line) + margin < reporter._screen_width
+            ):
+                reporter._write_progress_information_if_past_edge()
         reporter.flush()
         reporter._current_logreport = teardown
         reporter._add_stats("", [teardown])
@@ -463,6 +480,21 @@ def _known_listeners() -> tuple[type, type, type, type] | None:
     except ImportError:
         return None
     return TerminalReporter, LFPlugin, LoggingPlugin, Session
+
+
+def _progress_edge_margin(terminal: Any) -> int | None:
+    """More than the widest progress column pytest's reporter writes at a line's edge
+    (``[100%]``, ``[ 400/6400]`` or a time) and the space before it, for
+    :meth:`PlainPassReplay._terminal`; None where the reporter or its writer keeps the
+    pieces elsewhere (then the reporter's own check runs for every test)."""
+    session = getattr(terminal, "_session", None)
+    collected = getattr(session, "testscollected", None)
+    line = getattr(getattr(terminal, "_tw", None), "_current_line", None)
+    width = getattr(terminal, "_screen_width", None)
+    if not (isinstance(collected, int) and isinstance(line, str) and isinstance(width, int)):
+        return None
+    widest = max(len(" [100%]"), len(" 99h 59m"), len(f" [{collected}/{collected}]"))
+    return widest + 1
 
 
 def _live_logging_off(plugin: Any) -> bool:

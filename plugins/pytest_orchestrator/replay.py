@@ -106,9 +106,7 @@ class Replay:
         ]
         self._junit = self._plain = None
         if batch:
-            self._plain = plain_pass_replay(
-                self.config, [(self.pipelines, self.pipelines.plain_pass)]
-            )
+            self._plain = plain_pass_replay(self.config, own_plain_pass_listeners(self.config))
             hooks = [fast_hook_caller(h) for h in hooks]
             junit = plain_pass_junit(self.config)
             logreport = hook.pytest_runtest_logreport
@@ -323,6 +321,19 @@ class Replay:
 
     def worker_log(self, worker: str, message: LogMessage) -> None:
         show_live_log(self.config, message)
+
+
+def own_plain_pass_listeners(config: pytest.Config) -> list[tuple[object, Any]]:
+    """The orchestrator's own plugins registered in the run that record a test that
+    passed plainly themselves (a ``plain_pass(nodeid, setup, call, teardown)`` doing
+    what their report hook would), for :func:`plain_pass_replay`."""
+    manager = getattr(config, "pluginmanager", None)
+    return [
+        (plugin, plugin.plain_pass)
+        for plugin in (manager.get_plugins() if manager is not None else ())
+        if type(plugin).__module__.startswith("pytest_orchestrator.")
+        and callable(getattr(plugin, "plain_pass", None))
+    ]
 
 
 def attempt_facts(attempt: Attempt) -> dict[str, Any]:

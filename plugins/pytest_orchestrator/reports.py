@@ -70,6 +70,17 @@ class ReportsPlugin:
         if gateway is not None:
             self.xdist_worker[nodeid] = str(gateway.id)
 
+    def plain_pass(
+        self,
+        nodeid: str,
+        setup: pytest.TestReport,
+        call: pytest.TestReport,
+        teardown: pytest.TestReport,
+    ) -> None:
+        """What :meth:`pytest_runtest_logreport` does with the three reports of a test
+        that passed plainly (timed, nothing to show), for the controller's replay."""
+        self.spans[nodeid] = [setup.start, max(setup.stop, call.stop, teardown.stop)]
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         report = self._report(int(exitstatus))
