@@ -287,3 +287,31 @@ def test_a_line_that_is_no_message_is_named() -> None:
         protocol.decode_all([encode({"t": "need"}), b"[1]\n"])
     with pytest.raises(ValueError):
         protocol.decode_all([b"{broken\n"])
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_a_process_forked_from_the_worker_says_nothing_on_its_pipes(pipes: Pipes) -> None:
+    channel = pipes.channel()
+    channel.send_raw(_line(1), flush=False)  # buffered: the fork gets a copy
+    pid = os.fork()
+    if pid == 0:  # a test's multiprocessing worker, say
+        ok = False
+        try:
+            channel.send({"t": "need"})
+            channel.flush()
+            ok = all(_closed(fd) for fd in (pipes.cmd_r, pipes.evt_w, pipes.wake_w))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    channel.flush()
+    os.set_blocking(pipes.evt_r, False)
+    assert os.read(pipes.evt_r, 1 << 16) == _line(1)  # once, the worker's own
+    assert not os.get_inheritable(pipes.evt_w)  # nor does a program a test starts get them

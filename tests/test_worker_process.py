@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +156,48 @@ def test_reports_how_a_crashed_worker_ended(suite: Path) -> None:
     assert events[-1]["t"] == "exit" and events[-1]["how"] == "exit code 3"
     finished = [e["i"] for e in events if e["t"] == "report" and e["r"]["when"] == "teardown"]
     assert finished == [0]
+
+
+LEAVES_A_PROCESS = """
+import os, subprocess, sys, time
+
+def _exit_leaving(pid):
+    with open(os.environ["LEFT_PID"], "w") as fh:
+        fh.write(str(pid))
+    os._exit(3)
+
+def test_forks():
+    pid = os.fork()
+    if pid == 0:  # multiprocessing's way: a copy of the worker that outlives it
+        os.setsid()
+        time.sleep(120)
+        os._exit(0)
+    _exit_leaving(pid)
+
+def test_hands_its_pipes_on():
+    fds = [int(fd) for fd in os.environ["ORCHESTRATOR_WORKER_FDS"].split(",")]
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    child = subprocess.Popen(sleeper, pass_fds=fds[1:], start_new_session=True)
+    _exit_leaving(child.pid)
+"""
+
+
+@pytest.mark.parametrize("test", ["test_forks", "test_hands_its_pipes_on"])
+def test_a_crash_is_reported_while_a_process_it_started_lives_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test: str
+) -> None:
+    # Its end is not seen by its event pipe closing: the process left behind holds that
+    # open for two minutes, longer than _events waits.
+    (tmp_path / "test_left.py").write_text(LEAVES_A_PROCESS)
+    left = tmp_path / "left.pid"
+    monkeypatch.setenv("LEFT_PID", str(left))
+    try:
+        events = _drive(tmp_path, [f"test_left.py::{test}"], lambda n: _run(0))
+    finally:
+        if left.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(left.read_text()), signal.SIGKILL)
+    assert events[-1]["t"] == "exit" and events[-1]["how"] == "exit code 3"
 
 
 def test_segfault_is_reported_with_its_signal(suite: Path) -> None:

@@ -12,6 +12,7 @@ import os
 import select
 import threading
 import time
+import weakref
 
 from orchestrator.run.protocol import Event, Message, decode, encode
 
@@ -93,6 +94,37 @@ class Channel:
         #: Bytes written to the pipe since the owner was last woken.
         self._unwoken = 0
         self._flushed = time.monotonic()
+        #: Set in a process forked from this one (by a test, multiprocessing's workers):
+        #: the pipes are this process's alone.
+        self._forked = False
+        self._own_the_pipes()
+
+    def _own_the_pipes(self) -> None:
+        """Keep the pipes out of every other process. A program a test starts does not
+        inherit them, and a process forked from this one closes its copies at once: one
+        that outlived this process would otherwise hold the pipe open, and the owner would
+        not see this process end (a crash would go unnoticed until that process ended), and
+        anything it sent would mix with this process's messages."""
+        fds = [fd for fd in (self._reader.fd, self._fd, self._wake_fd) if fd is not None]
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+        # The hook lasts as long as the process: it holds the channel weakly, and a
+        # channel that is gone closes nothing (its descriptors may be others' by then).
+        channel = weakref.ref(self)
+
+        def forked() -> None:
+            live = channel()
+            if live is None:
+                return
+            live._forked = True
+            live._buffer.clear()
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+        os.register_at_fork(after_in_child=forked)
 
     @classmethod
     def from_env(cls) -> Channel:
@@ -107,6 +139,8 @@ class Channel:
         """Write one encoded message (a JSON object and a newline); with ``flush=False`` it
         may wait in the buffer until the next flushed message, :meth:`flush`, or
         :data:`FLUSH_SECONDS` (checked on each send), and the owner is not woken for it."""
+        if self._forked:
+            return  # a forked process's: not this worker's to say
         with self._lock:
             self._buffer += line
             if flush:
@@ -119,6 +153,8 @@ class Channel:
     def flush(self) -> None:
         """Put what is buffered into the pipe (where it outlives this process), without
         waking the owner."""
+        if self._forked:
+            return
         with self._lock:
             self._write(wake=False)
 
@@ -147,6 +183,8 @@ class Channel:
 
     def receive(self) -> Message:
         """The next command, waiting for it (what was buffered is sent first)."""
+        if self._forked:
+            raise EOFError("a process forked from the worker has no command pipe")
         if not self._reader.has_line():
             with self._lock:
                 self._write(wake=True)

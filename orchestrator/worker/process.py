@@ -39,6 +39,9 @@ LOG_TAIL_BYTES = 256 * 1024
 READ_SECONDS = 0.05
 #: How long an exchange waits for more events after the first one.
 LINGER_SECONDS = 0.05
+#: Seconds a worker that ended is given for its last events to be read when its event
+#: pipe does not close (a process it started holds it open).
+ENDED_PIPE_GRACE = 1.0
 #: Most events handed over in one exchange.
 MAX_EVENTS = 2000
 
@@ -105,6 +108,8 @@ class EventQueue:
         self._lines: deque[bytes] = deque()
         self._cond = threading.Condition()
         self._eof = False
+        #: Set by :meth:`close`: the pump stops at its next look.
+        self._stopping = False
         self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
         self._thread.start()
 
@@ -112,7 +117,7 @@ class EventQueue:
         woken = self.wake_fd is not None
         if woken:
             os.set_blocking(self.fd, False)
-        while True:
+        while not self._stopping:
             if woken:
                 woken = self._wait_for_wake()
                 if not woken:  # the worker is ending: read the rest as it comes
@@ -129,6 +134,9 @@ class EventQueue:
                     self._cond.notify_all()
             if eof:
                 return
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
 
     def _wait_for_wake(self) -> bool:
         """Wait until the worker wakes us or it is time to read anyway; False once the
@@ -184,7 +192,14 @@ class EventQueue:
             return self._eof and not self._lines
 
     def close(self) -> None:
+        """Stop reading and let go of the pipes. Their descriptors are closed only once
+        the pump has stopped: a descriptor closed under it could be reused by the next
+        worker's pipes, and the pump would read that worker's events. (A pump waiting on
+        a pipe that another process still holds open, which nothing wakes, keeps them.)"""
+        self._stopping = True
         self._thread.join(timeout=2.0)
+        if self._thread.is_alive():
+            return
         for fd in (self.fd, self.wake_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -410,6 +425,8 @@ class WorkerProcess:
         self.exit_event: ExitMessage | None = None
         #: The controller had it killed (a timeout, the run's end).
         self._killed = False
+        #: When it was first seen ended while its event pipe was still open.
+        self._ended_at: float | None = None
         #: The out-of-memory killer's count in this cgroup, to tell its kills from others.
         self._oom_kills = oom_kills()
         self.send([init])
@@ -453,6 +470,16 @@ class WorkerProcess:
         if self._events.done:
             # Decoded already: a message of its owner's, not a line of the worker's.
             out.append(cast("Message", self._finish()))
+        elif not out and self._proc.poll() is not None:
+            # It ended, and yet its event pipe is open: a process it started holds it
+            # (one that outlives it, started in a way that kept the pipe). What it wrote
+            # before its end has been read by now, or soon: its end is reported then,
+            # not when that other process ends.
+            now = time.monotonic()
+            if self._ended_at is None:
+                self._ended_at = now
+            elif now - self._ended_at >= ENDED_PIPE_GRACE:
+                out.append(cast("Message", self._finish()))
         return out
 
     def _finish(self) -> ExitMessage:
