@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,6 +295,10 @@ def plain_pass_junit(config: pytest.Config) -> PlainPassJunit | None:
     return PlainPassJunit(writer, _NodeReporter)
 
 
+#: What records a test that passed plainly for one listener, as its hooks would: given
+#: the test's node id and its setup, call and teardown reports.
+PlainPassStep = Callable[[str, pytest.TestReport, pytest.TestReport, pytest.TestReport], None]
+
 #: The hooks a test's replay calls (see :class:`PlainPassReplay`).
 REPLAY_HOOKS = ("pytest_runtest_logstart", "pytest_runtest_logreport", "pytest_runtest_logfinish")
 
@@ -332,14 +336,16 @@ class PlainPassReplay:
         config: pytest.Config,
         terminal: TerminalReporter | None,
         junit: PlainPassJunit | None,
-        steps: list[Any],
+        steps: list[PlainPassStep],
     ) -> None:
         self.config = config
         self.terminal = terminal
         self.junit = junit
         self._steps = steps
-        #: The call's status (category, letter), once asked; False: not a plain one.
-        self._status: tuple[str, str] | bool | None = None
+        #: The call's status (category, letter), asked of the first test; None where
+        #: pytest's statuses are not those of a plain pass.
+        self._status: tuple[str, str] | None = None
+        self._status_asked = False
         #: Whether the terminal's ``pytest_runtest_logstart`` writes anything: with
         #: ``-q`` it shows neither the test's line nor its file.
         self._logstart = terminal is not None and bool(
@@ -360,11 +366,12 @@ class PlainPassReplay:
         if self.junit is not None and self.junit.is_open(call):
             return False
         if self.terminal is not None:
-            if self._status is None:
+            if not self._status_asked:
+                self._status_asked = True
                 self._status = self._plain_status(setup, call, teardown)
-            if self._status is False:
+            if self._status is None:
                 return False
-            self._terminal(nodeid, setup, call, teardown)
+            self._terminal(self._status, nodeid, setup, call, teardown)
         if self.junit is not None:
             self.junit.record(setup, call, teardown)
         for step in self._steps:
@@ -373,25 +380,26 @@ class PlainPassReplay:
 
     def _plain_status(
         self, setup: pytest.TestReport, call: pytest.TestReport, teardown: pytest.TestReport
-    ) -> tuple[str, str] | bool:
+    ) -> tuple[str, str] | None:
         hook = self.config.hook.pytest_report_teststatus
         statuses = [tuple(hook(report=r, config=self.config)) for r in (setup, call, teardown)]
         category, letter, word = statuses[1]
         if statuses[0] != ("", "", "") or statuses[2] != ("", "", ""):
-            return False
+            return None
         if not (isinstance(category, str) and category and letter and isinstance(word, str)):
-            return False  # a word with its own markup: the hook's way
+            return None  # a word with its own markup: the hook's way
         return category, letter
 
     def _terminal(
         self,
+        status: tuple[str, str],
         nodeid: str,
         setup: pytest.TestReport,
         call: pytest.TestReport,
         teardown: pytest.TestReport,
     ) -> None:
         reporter: Any = self.terminal
-        category, letter = self._status  # type: ignore[misc]
+        category, letter = status
         if self._logstart:
             reporter.pytest_runtest_logstart(nodeid=nodeid, location=setup.location)
         reporter._tests_ran = True
@@ -419,7 +427,7 @@ class PlainPassReplay:
 
 
 def plain_pass_replay(
-    config: pytest.Config, extra: Sequence[tuple[object, Any]] = ()
+    config: pytest.Config, extra: Sequence[tuple[object, PlainPassStep]] = ()
 ) -> PlainPassReplay | None:
     """See :class:`PlainPassReplay`; None where some listener of the replay's hooks is not
     one it knows (another plugin, a wrapper, a version of pytest that implements other
@@ -432,7 +440,7 @@ def plain_pass_replay(
     junit_writer = junit_xml(config)
     junit: PlainPassJunit | None = None
     terminal: Any = None
-    steps: list[Any] = []
+    steps: list[PlainPassStep] = []
     passed_on: dict[str, Any] = {}  # the logging plugin's hooks, called as they are
     for name in REPLAY_HOOKS:
         listeners = getattr(getattr(config.hook, name, None), "get_hookimpls", None)
@@ -525,14 +533,14 @@ def _terminal_draws_characters(config: pytest.Config, terminal: Any) -> bool:
     return all(hasattr(terminal, name) for name in needed)
 
 
-def _call_report_only(logreport: Any) -> Any:
+def _call_report_only(logreport: Any) -> PlainPassStep:
     def step(nodeid: str, setup: Any, call: Any, teardown: Any) -> None:
         logreport(report=call)
 
     return step
 
 
-def _every_call(hooks: dict[str, Any]) -> Any:
+def _every_call(hooks: dict[str, Any]) -> PlainPassStep:
     """A plugin's implementations of the replay's hooks, called as a test's replay calls
     them: start, each report, finish."""
     start = hooks.get("pytest_runtest_logstart")
@@ -566,6 +574,7 @@ def _terminal_writer_class() -> type[TerminalWriter] | None:
 __all__ = [
     "PlainPassJunit",
     "PlainPassReplay",
+    "PlainPassStep",
     "TerminalReporter",
     "append_to_junit_case",
     "fast_hook_caller",

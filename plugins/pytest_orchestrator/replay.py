@@ -36,6 +36,7 @@ from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.pytest_private import (
     PlainPassJunit,
     PlainPassReplay,
+    PlainPassStep,
     append_to_junit_case,
     fast_hook_caller,
     item_node_id,
@@ -323,7 +324,7 @@ class Replay:
         show_live_log(self.config, message)
 
 
-def own_plain_pass_listeners(config: pytest.Config) -> list[tuple[object, Any]]:
+def own_plain_pass_listeners(config: pytest.Config) -> list[tuple[object, PlainPassStep]]:
     """The orchestrator's own plugins registered in the run that record a test that
     passed plainly themselves (a ``plain_pass(nodeid, setup, call, teardown)`` doing
     what their report hook would), for :func:`plain_pass_replay`."""
