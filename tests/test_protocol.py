@@ -315,3 +315,17 @@ def test_a_process_forked_from_the_worker_says_nothing_on_its_pipes(pipes: Pipes
     os.set_blocking(pipes.evt_r, False)
     assert os.read(pipes.evt_r, 1 << 16) == _line(1)  # once, the worker's own
     assert not os.get_inheritable(pipes.evt_w)  # nor does a program a test starts get them
+
+
+def test_a_queue_closed_twice_leaves_the_next_pipes_alone(pipes: Pipes) -> None:
+    # A relay's watcher and an exchange may both close a worker's queue.
+    queue = EventQueue(pipes.evt_r, "t", pipes.wake_r)
+    _worker_ends(pipes, queue)  # closes it once
+    next_r, next_w = os.pipe()  # the next worker's pipe, likely on the same numbers
+    try:
+        queue.close()
+        os.write(next_w, b"ready\n")
+        assert os.read(next_r, 100) == b"ready\n"
+    finally:
+        os.close(next_r)
+        os.close(next_w)

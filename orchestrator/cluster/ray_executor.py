@@ -112,10 +112,11 @@ class WorkerActor:
         return f"{socket.gethostname()} pid {os.getpid()}"
 
     def exchange(self, commands: list[Command], timeout: float) -> list[bytes | Message]:
-        if self._proc is None:
+        proc = self._proc  # the lease watcher may stop it meanwhile, from its own thread
+        if proc is None:
             return [{"t": "exit", "code": -1, "how": "no worker process", "log": ""}]
-        self._proc.send(commands)
-        return self._proc.events(timeout)
+        proc.send(commands)
+        return proc.events(timeout)
 
     def close(self) -> None:
         self._stop_process(5.0)

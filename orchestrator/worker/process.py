@@ -192,18 +192,22 @@ class EventQueue:
             return self._eof and not self._lines
 
     def close(self) -> None:
-        """Stop reading and let go of the pipes. Their descriptors are closed only once
-        the pump has stopped: a descriptor closed under it could be reused by the next
-        worker's pipes, and the pump would read that worker's events. (A pump waiting on
-        a pipe that another process still holds open, which nothing wakes, keeps them.)"""
+        """Stop reading and let go of the pipes, once, whoever calls it (a relay's
+        watcher may stop a worker while an exchange finds it ended). A descriptor must be
+        closed once and only while nothing reads it: closed twice, or under the pump, it
+        may by then be the next worker's pipe, which would break (its worker's writes
+        fail) or be read by the wrong queue. (A pump waiting on a pipe that another
+        process still holds open, which nothing wakes, keeps them.)"""
         self._stopping = True
         self._thread.join(timeout=2.0)
         if self._thread.is_alive():
             return
-        for fd in (self.fd, self.wake_fd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        with self._cond:
+            fds = [fd for fd in (self.fd, self.wake_fd) if fd is not None and fd >= 0]
+            self.fd, self.wake_fd = -1, None
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def worker_env(init: InitMessage, env: Mapping[str, str]) -> dict[str, str]:
