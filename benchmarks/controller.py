@@ -253,11 +253,11 @@ class ReplayExecutor:
 
         return ClusterInfo("a replay of recorded worker events", self.cpus)
 
-    def node_resources(self) -> list[dict[str, float]]:
-        return [{"CPU": float(self.cpus)}]
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        return {"node-0": {"CPU": float(self.cpus)}}
 
-    def holds_cpu(self, worker: str) -> bool:
-        return False
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        return dict.fromkeys(workers)
 
     def launch(self, inits: Sequence[Any], env: Mapping[str, str], cwd: str) -> None:
         for init in inits:

@@ -18,6 +18,7 @@ from orchestrator.run.protocol import Command, InitMessage, Message
 from orchestrator.run.run_config import RunConfig
 from orchestrator.scheduling.head_start import Given
 from orchestrator.scheduling.planner import make_plan
+from orchestrator.scheduling.resources import DEFAULT, Resources
 from orchestrator.scheduling.retry import Attempt, RetryPolicy
 
 #: What a scripted worker answers to one command: the events it sends back.
@@ -38,11 +39,11 @@ class ScriptedExecutor:
     def connect(self, local_cpus: int) -> ClusterInfo:
         return ClusterInfo("a script", local_cpus)
 
-    def node_resources(self) -> list[dict[str, float]]:
-        return [{"CPU": 4.0}]
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        return {"node-0": {"CPU": 4.0}}
 
-    def holds_cpu(self, worker: str) -> bool:
-        return False
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        return dict.fromkeys(workers)
 
     def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:
         for init in inits:
@@ -491,3 +492,53 @@ def test_a_replacement_ray_cannot_place_keeps_nobody_waiting(
     assert set(ran_on) == set(range(20)) - set(crashed)
     assert set(ran_on.values()) == {"gw1"}
     assert stats.gave_up is None
+
+
+class PlacedExecutor(ScriptedExecutor):
+    """A scripted executor that says where each early worker holds its CPU."""
+
+    def __init__(self, script: Script, nodes: dict[str, dict[str, float]], where: dict[str, str]):
+        super().__init__(script)
+        self.nodes = nodes
+        self.where = where
+
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        return self.nodes
+
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        return {w: self.where.get(w) for w in workers}
+
+
+@pytest.mark.parametrize("on_gpu_node", ["gw0", "gw1"])
+def test_an_early_worker_on_the_only_cpu_of_the_gpu_node_makes_way(on_gpu_node: str) -> None:
+    """Two ordinary workers started before collection, one on each node; the suite has a
+    GPU test and the GPU node has one CPU: the one sitting there is closed, the other
+    kept, and the GPU worker started, whichever of them Ray put on the GPU node."""
+    ran_on: dict[int, str] = {}
+
+    def script(worker: str, command: Message) -> list[Message]:
+        kind = command["t"]
+        if kind == "tests":
+            return [{"t": "ready", "missing": [], "nmissing": 0}, {"t": "need"}]
+        if kind == "run":
+            ran_on.update((index, worker) for index in command["i"])
+            return [*({"t": "end", "i": index} for index in command["i"]), {"t": "need"}]
+        if kind == "finish":
+            return [BYE, EXIT]
+        return []
+
+    gpu = Resources(gpus=1.0)
+    nodes = {"head": {"CPU": 1.0}, "gpu-node": {"CPU": 1.0, "GPU": 1.0}}
+    other = "gw1" if on_gpu_node == "gw0" else "gw0"
+    executor = PlacedExecutor(script, nodes, {on_gpu_node: "gpu-node", other: "head"})
+    nodeids = ["t.py::test_gpu", "t.py::test_cpu"]
+    config = RunConfig(
+        workers=2, launched=["gw0", "gw1"], needs=[gpu, DEFAULT], shapes=[gpu, DEFAULT]
+    )
+    controller = Controller(make_plan(nodeids, {}, classes=[0, 1]), executor, Recorder(), config)
+    _bound_polls(controller, 1000, "the run does not end")
+    controller.run()
+    assert executor.closed[0] == on_gpu_node  # closed before the GPU worker is placed
+    assert [init["worker"] for init in executor.inits] == ["gw2"]
+    assert executor.inits[0]["resources"] == gpu.as_ray()
+    assert ran_on == {0: "gw2", 1: other}

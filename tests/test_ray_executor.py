@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,11 @@ from orchestrator.cluster import run_identity
 from orchestrator.cluster.ray_executor import (
     DRIVER_SETTINGS,
     POOL_VERSION,
+    RayExecutor,
     WorkerActor,
+    _actor_resources,
     _driver_settings,
+    _ray_names,
 )
 from orchestrator.cluster.run_identity import alive, identity
 
@@ -123,3 +127,83 @@ def test_an_instance_started_here_stops_its_monitor_first() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("RESULT", 1)[1].split() == ["True", "True", "False"]
+
+
+class _Ref:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class _FakeRay:
+    """What the executor asks of Ray to say where workers are and what is free."""
+
+    def __init__(self, nodes: list[dict[str, Any]], free: dict[str, float]) -> None:
+        self._nodes, self.free = nodes, free
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._nodes
+
+    def available_resources(self) -> dict[str, float]:
+        return self.free
+
+    def cluster_resources(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for node in self._nodes:
+            if not node["Alive"]:
+                continue
+            for name, amount in node["Resources"].items():
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def get(self, ref: _Ref, timeout: float) -> object:
+        if isinstance(ref.value, Exception):
+            raise ref.value
+        return ref.value
+
+
+class _Method:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def remote(self) -> _Ref:
+        return _Ref(self.value)
+
+
+class _Actor:
+    def __init__(self, node: object) -> None:
+        self.node = _Method(node)
+
+
+NODES = [
+    {"NodeID": "aa", "Alive": True, "Resources": {"CPU": 1.0, "node:127.0.0.1": 1.0}},
+    {"NodeID": "bb", "Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0, "memory": 8.0 * 1024**3}},
+    {"NodeID": "cc", "Alive": False, "Resources": {"CPU": 8.0}},
+]
+
+
+def test_nodes_by_id_and_where_each_worker_holds_its_cpu() -> None:
+    executor = RayExecutor("127.0.0.1:6379")
+    executor._ray = _FakeRay(NODES, {})
+    executor._actors = {
+        "gw0": _Actor("bb"),
+        "gw1": _Actor(RuntimeError("gone")),
+        "gw2": _Actor("aa"),
+    }
+    executor._leased = {"gw2"}  # a warm relay holds no CPU
+    assert executor.node_resources() == {
+        "aa": {"CPU": 1.0},
+        "bb": {"CPU": 1.0, "GPU": 1.0, "memory": 8.0 * 1024**3},
+    }
+    where = executor.worker_nodes(["gw0", "gw1", "gw2", "gw9"])
+    assert where == {"gw0": "bb", "gw1": None, "gw2": None, "gw9": None}
+
+
+def test_a_worker_not_placed_is_named_with_what_it_asked_for_and_what_is_free() -> None:
+    executor = RayExecutor("127.0.0.1:6379")
+    executor._ray = _FakeRay(NODES, {"CPU": 1.0, "memory": 4.0 * 1024**3})
+    gpu = {"worker": "gw2", "resources": {"CPU": 1.0, "GPU": 1.0, "memory": 2.0 * 1024**3}}
+    executor._asked = {"gw2": _ray_names(_actor_resources(gpu))}  # type: ignore[arg-type]
+    text = executor._describe_unplaced(["gw2"])
+    assert text == (
+        "gw2 (CPU 1, GPU 1, memory 2GiB); free now: CPU 1 of 2, GPU 0 of 1, memory 4GiB of 8GiB"
+    )

@@ -12,6 +12,7 @@ from orchestrator.errors import UsageError
 from orchestrator.scheduling.resources import (
     DEFAULT,
     Resources,
+    adoptable,
     format_memory,
     missing,
     parse_memory,
@@ -490,3 +491,77 @@ def test_serves_ties_keep_the_needs_order() -> None:
     needs = [Resources(custom=(("b", 1.0),)), Resources(custom=(("a", 1.0),)), DEFAULT]
     worker = Resources(cpus=2, custom=(("a", 1.0), ("b", 1.0)))
     assert serves(worker, needs) == [0, 1, 2]
+
+
+# -- which workers started early a run keeps ---------------------------------------------
+
+
+TWO_NODES = {"head": {"CPU": 1.0}, "gpu": {"CPU": 1.0, "GPU": 1.0}}
+
+
+@pytest.mark.parametrize(
+    ("early", "kept"),
+    [
+        ([("gw0", "gpu"), ("gw1", "head")], ["gw1"]),
+        ([("gw0", "head"), ("gw1", "gpu")], ["gw0"]),
+        ([("gw0", None), ("gw1", "gpu")], ["gw0"]),  # holds no CPU: always kept
+        ([("gw0", "gpu")], []),
+    ],
+)
+def test_an_early_worker_does_not_keep_the_gpu_nodes_only_cpu(
+    early: list[tuple[str, str | None]], kept: list[str]
+) -> None:
+    assert adoptable(early, TWO_NODES, [GPU], 1) == kept
+
+
+def test_without_shaped_workers_the_first_early_workers_are_kept() -> None:
+    early = [("gw0", "gpu"), ("gw1", "head")]
+    assert adoptable(early, TWO_NODES, [], 1) == ["gw0"]
+    assert adoptable(early, TWO_NODES, [], 2) == ["gw0", "gw1"]
+
+
+def test_a_shape_that_fits_nowhere_anyway_keeps_every_early_worker() -> None:
+    early = [("gw0", "gpu"), ("gw1", "head")]
+    assert adoptable(early, TWO_NODES, [Resources(gpus=2)], 2) == ["gw0", "gw1"]
+
+
+def test_a_node_with_room_for_both_keeps_its_early_worker() -> None:
+    nodes = {"head": {"CPU": 1.0}, "gpu": {"CPU": 2.0, "GPU": 1.0}}
+    assert adoptable([("gw0", "gpu"), ("gw1", "head")], nodes, [GPU], 2) == ["gw0", "gw1"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(work_st, nodes_st, st.integers(min_value=1, max_value=8), st.data())
+def test_kept_early_workers_leave_room_for_the_shaped_ones(
+    work: dict[Resources, float], nodes: list[dict[str, float]], limit: int, data: st.DataObject
+) -> None:
+    plan = shape_workers(work, _counts(work, data), nodes, limit)
+    special = [shape for shape in plan.shapes if shape != DEFAULT]
+    by_id = {f"n{i}": node for i, node in enumerate(nodes)}
+    # Early workers as Ray would have placed them: a CPU each, where one is free.
+    free = {node_id: node.get("CPU", 0.0) for node_id, node in by_id.items()}
+    early: list[tuple[str, str | None]] = []
+    for i in range(data.draw(st.integers(0, 8))):
+        places = [n for n, cpus in free.items() if cpus >= 1.0]
+        node = data.draw(st.sampled_from([None, *places]))
+        if node is not None:
+            free[node] -= 1.0
+        early.append((f"gw{i}", node))
+    wanted = data.draw(st.integers(0, len(early)))
+    kept = adoptable(early, by_id, special, wanted)
+    assert len(kept) <= wanted
+    assert kept == [worker for worker, _ in early if worker in kept]  # in their order
+    where = dict(early)
+    left = {node_id: dict(node) for node_id, node in by_id.items()}
+    for worker in kept:
+        node = where[worker]
+        if node is not None:
+            left[node]["CPU"] -= 1.0
+    assert _packs(special, list(left.values()))
+    if not special:
+        assert kept == [worker for worker, _ in early[:wanted]]
+    # One that holds no CPU is never turned away while places are left.
+    for position, (worker, node) in enumerate(early):
+        before = [w for w, _ in early[:position] if w in kept]
+        if node is None and len(before) < wanted:
+            assert worker in kept

@@ -22,7 +22,7 @@ from pytest_orchestrator.early_start import (
 )
 from pytest_orchestrator.limits import TIMEOUT_GRACE, retry_policy, time_limit
 from pytest_orchestrator.pipelines import Pipelines
-from pytest_orchestrator.placement import free_cpus, make_room, place, strict_error
+from pytest_orchestrator.placement import make_room, place, strict_error
 from pytest_orchestrator.recording import warnings_shown
 from pytest_orchestrator.replay import Replay, own_plain_pass_listeners
 from pytest_orchestrator.reports import ReportsPlugin
@@ -46,9 +46,8 @@ class FakeExecutor:
 
     leased = 0
 
-    def __init__(self, cpus: int = 8, holding: Sequence[str] = (), fail: bool = False) -> None:
+    def __init__(self, cpus: int = 8, fail: bool = False) -> None:
         self.cpus = cpus
-        self.holding = set(holding)
         self.fail = fail
         self.connected: list[int] = []
         self.launched: list[InitMessage] = []
@@ -62,11 +61,11 @@ class FakeExecutor:
         self.connected.append(local_cpus)
         return ClusterInfo("a fake cluster", self.cpus)
 
-    def node_resources(self) -> list[dict[str, float]]:
-        return [{"CPU": float(self.cpus)}]
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        return {"node-0": {"CPU": float(self.cpus)}}
 
-    def holds_cpu(self, worker: str) -> bool:
-        return worker in self.holding
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        return dict.fromkeys(workers)
 
     def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:
         if self.fail:
@@ -289,11 +288,6 @@ def test_shaped_workers_and_their_classes() -> None:
     assert placement.shaped and not placement.unplaced
     assert set(placement.needs) == {DEFAULT, GPU}
     assert placement.classes([GPU, DEFAULT]) == [placement.needs.index(GPU), 0]
-    # Early workers holding a CPU make way for the shaped ones.
-    executor = FakeExecutor(holding=["gw0"])
-    launched = ["gw0", "gw1"]
-    free_cpus(executor, launched, placement)  # type: ignore[arg-type]
-    assert executor.closed == [("gw0", False)] and launched == ["gw1"]
 
 
 def test_a_local_instance_has_room_for_one_worker_of_each_need() -> None:

@@ -34,6 +34,7 @@ from orchestrator.config import POLL_SECONDS
 from orchestrator.errors import ClusterError
 from orchestrator.run.executor import ClusterInfo, PollResult, WorkerLost
 from orchestrator.run.protocol import Command, InitMessage, Message
+from orchestrator.scheduling.resources import format_memory
 from orchestrator.worker.process import Spare, WorkerProcess
 
 #: Accelerator variables Ray sets in an actor; they win over the controller's values.
@@ -110,6 +111,12 @@ class WorkerActor:
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()}"
+
+    def node(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def exchange(self, commands: list[Command], timeout: float) -> list[bytes | Message]:
         proc = self._proc  # the lease watcher may stop it meanwhile, from its own thread
@@ -287,6 +294,8 @@ class RayExecutor:
         #: Workers running in leased warm relays (released, not killed, at the end).
         self._leased: set[str] = set()
         self._lease_token: Any = None
+        #: What each worker's actor asked Ray for, in Ray's names.
+        self._asked: dict[str, dict[str, float]] = {}
         #: ``ray.shutdown`` running while the caller writes its reports.
         self._closing: threading.Thread | None = None
 
@@ -398,10 +407,10 @@ class RayExecutor:
             self._leased.add(init["worker"])
             inits.remove(init)
         for init in inits:
+            options = _actor_resources(init, count_cpus=not self._started_here)
+            self._asked[init["worker"]] = _ray_names(options)
             actor = remote_cls.options(
-                max_concurrency=1,
-                scheduling_strategy="SPREAD",
-                **_actor_resources(init, count_cpus=not self._started_here),
+                max_concurrency=1, scheduling_strategy="SPREAD", **options
             ).remote(init, cwd, dict(env), python)
             self._actors[init["worker"]] = actor
             self._outbox[init["worker"]] = []
@@ -455,20 +464,60 @@ class RayExecutor:
                         f"worker {pings[ref]} failed to start: {_first_line(exc)}"
                     ) from None
             if waiting and time.monotonic() > deadline:
+                late = [pings[ref] for ref in waiting]
                 raise ClusterError(
-                    f"{len(waiting)} worker(s) were not placed within {ACTOR_START_TIMEOUT:.0f} s; "
-                    "the cluster may lack free CPUs (or the GPUs and resources your tests "
-                    "ask for): ask for fewer workers with --ray-workers"
+                    f"{len(late)} worker(s) were not placed within {ACTOR_START_TIMEOUT:.0f} s: "
+                    f"{self._describe_unplaced(late)}; the cluster may lack free CPUs (or the "
+                    "GPUs and resources your tests ask for): ask for fewer workers with "
+                    "--ray-workers"
                 )
 
-    def node_resources(self) -> list[dict[str, float]]:
-        """Total resources of each live node, in Ray's names (CPU, GPU, memory, ...)."""
-        nodes = self._ray.nodes()
-        return [
-            {k: float(v) for k, v in node.get("Resources", {}).items() if not k.startswith("node:")}
+    def _describe_unplaced(self, workers: Sequence[str]) -> str:
+        """Which workers wait, what each asked for, and what the cluster has free."""
+        asked = ", ".join(
+            f"{w} ({_format_resources(self._asked[w]) or 'nothing'})" if w in self._asked else w
+            for w in workers
+        )
+        try:
+            free = self._ray.available_resources()
+            total = self._ray.cluster_resources()
+        except Exception:  # only a message: what it can tell
+            return asked
+        names = sorted({name for w in workers for name in self._asked.get(w, {})} | {"CPU"})
+        shown = ", ".join(
+            f"{name} {_format_amount(name, free.get(name, 0.0))} of "
+            f"{_format_amount(name, total.get(name, 0.0))}"
+            for name in names
+        )
+        return f"{asked}; free now: {shown}"
+
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        """Total resources of each live node, in Ray's names (CPU, GPU, memory, ...), by
+        the node's id."""
+        nodes = [node for node in self._ray.nodes() if node.get("Alive")]
+        return {
+            str(node.get("NodeID")): {
+                name: float(amount)
+                for name, amount in node.get("Resources", {}).items()
+                if not name.startswith("node:")
+            }
             for node in nodes
-            if node.get("Alive")
-        ]
+        }
+
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        """The node each placed worker's actor holds a CPU on (None for one that holds
+        none, or that does not answer within a few seconds)."""
+        ray = self._ray
+        asked = {
+            w: self._actors[w].node.remote()
+            for w in workers
+            if w in self._actors and self.holds_cpu(w)
+        }
+        where: dict[str, str | None] = dict.fromkeys(workers)
+        for worker, ref in asked.items():
+            with contextlib.suppress(Exception):
+                where[worker] = str(ray.get(ref, timeout=LEASE_CHECK_TIMEOUT))
+        return where
 
     def send(self, worker: str, commands: Sequence[Command]) -> None:
         self._outbox.setdefault(worker, []).extend(commands)
@@ -676,6 +725,22 @@ def _actor_resources(init: InitMessage, *, count_cpus: bool = True) -> dict[str,
     if need:
         options["resources"] = need
     return options
+
+
+def _ray_names(options: Mapping[str, Any]) -> dict[str, float]:
+    """Actor options (see :func:`_actor_resources`) as resources in Ray's names."""
+    asked = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0)}
+    asked["memory"] = options.get("memory", 0)
+    asked.update(options.get("resources") or {})
+    return {name: float(amount) for name, amount in asked.items() if amount}
+
+
+def _format_amount(name: str, amount: float) -> str:
+    return format_memory(amount) if name == "memory" else f"{amount:g}"
+
+
+def _format_resources(resources: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {_format_amount(name, v)}" for name, v in resources.items())
 
 
 def _first_line(exc: BaseException) -> str:

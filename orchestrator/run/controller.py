@@ -50,7 +50,7 @@ from orchestrator.run.protocol import (
 )
 from orchestrator.run.run_config import RunConfig, worker_name
 from orchestrator.scheduling.planner import Plan
-from orchestrator.scheduling.resources import DEFAULT, Resources, serves
+from orchestrator.scheduling.resources import DEFAULT, Resources, adoptable, serves
 from orchestrator.scheduling.retry import Attempt
 from orchestrator.scheduling.scheduler import Scheduler
 
@@ -198,7 +198,7 @@ class Controller:
         when it cannot. Without (replacements during the run) the others keep working
         meanwhile, and a worker not ready within :data:`REPLACEMENT_TIMEOUT` is given up.
         """
-        spare = list(adopt)
+        spare = self._adoptable(shapes, adopt)
         inits: list[InitMessage] = []
         adopted: list[str] = []
         started: list[str] = []
@@ -217,8 +217,9 @@ class Controller:
             self._shape_of[worker] = shape
             if shape is not None:
                 self.scheduler.set_serves(worker, serves(shape, self.needs))
-        for worker in spare:  # started early, not needed after all: nothing to finish
-            self.executor.close_worker(worker, graceful=False)
+        for worker in adopt:  # started early, not needed after all: nothing to finish
+            if worker not in adopted:
+                self.executor.close_worker(worker, graceful=False)
         tests: TestsMessage = {
             "t": "tests",
             "nodeids": list(self.plan.nodeids),
@@ -251,6 +252,19 @@ class Controller:
         self.executor.wait_started(adopted + started)
         for worker in started:
             self.executor.send(worker, [tests])
+
+    def _adoptable(self, shapes: Sequence[Resources | None], adopt: Sequence[str]) -> list[str]:
+        """The workers started early that this run keeps for its ordinary shapes, in order:
+        where shaped workers are to start too, not one that holds a CPU they need (see
+        resources.adoptable)."""
+        special = [s for s in shapes if s is not None and s != DEFAULT]
+        if not special or not adopt:
+            return list(adopt)
+        self.executor.wait_started(adopt)  # where each is: placed first
+        where = self.executor.worker_nodes(adopt)
+        early = [(worker, where.get(worker)) for worker in adopt]
+        wanted = len(shapes) - len(special)
+        return adoptable(early, self.executor.node_resources(), special, wanted)
 
     def _take_over(self, worker: str, tests: TestsMessage) -> None:
         """An early worker holding a head start's guesses: the plan's tests follow them,

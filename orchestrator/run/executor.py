@@ -40,15 +40,18 @@ class Executor(Protocol):
     def connect(self, local_cpus: int) -> ClusterInfo:
         """Join the cluster, or start one of ``local_cpus`` CPUs for this run."""
 
-    def node_resources(self) -> list[dict[str, float]]:
-        """Total resources of each live node (``CPU``, ``GPU``, ``memory``, ...)."""
+    def node_resources(self) -> dict[str, dict[str, float]]:
+        """Total resources of each live node (``CPU``, ``GPU``, ``memory``, ...), by the
+        node's id."""
+
+    def worker_nodes(self, workers: Sequence[str]) -> dict[str, str | None]:
+        """The node (its id) each of these placed workers holds a CPU on; None for one
+        that holds none (a warm relay; any worker of the instance a run starts for itself,
+        where Ray counts no CPUs) or whose node cannot be told."""
 
     @property
     def leased(self) -> int:
         """How many workers run in warm relays kept by ``orchestrator up``."""
-
-    def holds_cpu(self, worker: str) -> bool:
-        """Whether the cluster counts a CPU of some node as taken by ``worker``."""
 
     # -- workers ---------------------------------------------------------------------
     def launch(self, inits: Sequence[InitMessage], env: Mapping[str, str], cwd: str) -> None:

@@ -183,17 +183,8 @@ def shape_workers(
     shapes: list[Resources] = []
 
     def place(shape: Resources) -> bool:
-        """Best fit: the node the shape leaves least of, relative to its size."""
-        need = shape.as_ray()
-        fitting = [node for node in free if shape.fits_in(node)]
-        if not fitting:
+        if not _best_fit(free, shape):
             return False
-        node = min(
-            fitting,
-            key=lambda n: sum((n[k] - need.get(k, 0.0)) / max(n[k], 1.0) for k in n if n[k] > 0),
-        )
-        for name, amount in need.items():
-            node[name] = node.get(name, 0.0) - amount
         shapes.append(shape)
         return True
 
@@ -244,6 +235,61 @@ def shape_workers(
         if need not in unplaced and not any(need.fits_in(s.as_ray()) for s in shapes):
             unplaced[need] = "the cluster has no free CPU for a worker"
     return WorkerPlan(tuple(shapes), unplaced)
+
+
+def _best_fit(free: Sequence[dict[str, float]], shape: Resources) -> bool:
+    """Take ``shape`` from the free node it leaves least of, relative to the node's size;
+    False where none has room."""
+    need = shape.as_ray()
+    fitting = [node for node in free if shape.fits_in(node)]
+    if not fitting:
+        return False
+    node = min(
+        fitting,
+        key=lambda n: sum((n[k] - need.get(k, 0.0)) / max(n[k], 1.0) for k in n if n[k] > 0),
+    )
+    for name, amount in need.items():
+        node[name] = node.get(name, 0.0) - amount
+    return True
+
+
+def _placeable(free: Mapping[str, Mapping[str, float]], shapes: Sequence[Resources]) -> int:
+    """How many of ``shapes``, in their order, best fit places on the ``free`` capacity."""
+    left = [dict(node) for node in free.values()]
+    return sum(1 for shape in shapes if _best_fit(left, shape))
+
+
+def adoptable(
+    early: Sequence[tuple[str, str | None]],
+    nodes: Mapping[str, Mapping[str, float]],
+    special: Sequence[Resources],
+    wanted: int,
+) -> list[str]:
+    """Which ordinary workers started early a run keeps: at most ``wanted``, in order.
+
+    ``early`` pairs each early worker with the node it holds a CPU on (None where it holds
+    none: a warm relay, or the run's own instance, where Ray counts nothing); ``nodes``
+    gives each node's total resources, ``special`` the shaped workers still to start, in
+    the order :func:`shape_workers` chose them (placed in that order, they fit).
+    A worker is kept only where it leaves room for as many special shapes as there was
+    without it: an early worker that sits on the only CPU of the GPU node is closed, so
+    that the GPU worker can be placed there, and an ordinary one starts elsewhere.
+    """
+    free = {node: dict(total) for node, total in nodes.items()}
+    room = _placeable(free, special)
+    kept: list[str] = []
+    for worker, node in early:
+        if len(kept) == wanted:
+            break
+        if node is not None and node in free:
+            trial = {n: dict(c) for n, c in free.items()}
+            for name, amount in DEFAULT.as_ray().items():
+                trial[node][name] = trial[node].get(name, 0.0) - amount
+            if _placeable(trial, special) < room:
+                continue
+            free = trial
+        kept.append(worker)
+    return kept
 
 
 def serves(shape: Resources, needs: Sequence[Resources]) -> list[int]:

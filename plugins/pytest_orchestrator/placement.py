@@ -2,7 +2,8 @@
 marker, a kind's default): their shapes, the tests no node can run, and room for them.
 
 The shapes come from orchestrator.scheduling.resources; this module applies them to a
-run: to the nodes the executor reports, and to the workers started early.
+run: to the nodes the executor reports. (Which workers started early a run keeps is the
+controller's choice, once they are placed: see resources.adoptable.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.errors import UsageError
-from orchestrator.run.executor import Executor
 from orchestrator.scheduling.resources import DEFAULT, Resources, missing, shape_workers
 
 #: Tests named when ``--strict-resources`` refuses a run.
@@ -93,14 +93,3 @@ def make_room(nodes: Sequence[dict[str, float]], needs: Sequence[Resources], wor
     room = math.ceil(sum(n.cpus for n in set(needs)))
     for node in nodes:
         node["CPU"] = max(node.get("CPU", 0.0), float(room), float(workers))
-
-
-def free_cpus(executor: Executor, launched: list[str], placement: Placement) -> None:
-    """Close the workers started early that hold a node's CPU, when some worker has a
-    shape: that may be the very CPU a worker with a GPU (or another resource) needs on
-    that node. The run starts afresh instead; ``launched`` keeps the others."""
-    if not placement.shaped:
-        return
-    for worker in [w for w in launched if executor.holds_cpu(w)]:
-        executor.close_worker(worker, graceful=False)
-        launched.remove(worker)

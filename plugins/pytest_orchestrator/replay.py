@@ -32,6 +32,7 @@ from orchestrator.run.protocol import (
 from orchestrator.scheduling.retry import Attempt
 from orchestrator.worker.gcpause import Freezer
 from orchestrator.worker.live_log import show_live_log
+from pytest_orchestrator.interrupts import Interrupts
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.pytest_private import (
     PlainPassJunit,
@@ -97,6 +98,8 @@ class Replay:
         self._plain: PlainPassReplay | None = None
         self._hooks_for_batch(batch=False)
         self._freezer = Freezer(every=FREEZE_EVERY)
+        #: Holds Ctrl-C and SIGTERM while a batch is replayed (installed by the session).
+        self.interrupts = Interrupts()
 
     def _hooks_for_batch(self, batch: bool) -> None:
         hook = self.config.hook
@@ -122,15 +125,16 @@ class Replay:
     def replaying(self) -> Iterator[None]:
         """A batch of tests: pytest's hooks are called without pluggy's per-call checks
         and the terminal is flushed once, at the end; the progress line is drawn then."""
-        self._hooks_for_batch(batch=True)
-        finished = self.finished
-        try:
-            with self.terminal.one_flush():
-                yield
-        finally:
-            self._hooks_for_batch(batch=False)
-            self.terminal.draw()
-            self._freezer.grew(self.finished - finished)
+        with self.interrupts.held():  # Ctrl-C waits for the batch's end
+            self._hooks_for_batch(batch=True)
+            finished = self.finished
+            try:
+                with self.terminal.one_flush():
+                    yield
+            finally:
+                self._hooks_for_batch(batch=False)
+                self.terminal.draw()
+                self._freezer.grew(self.finished - finished)
 
     # -- tests -----------------------------------------------------------------------
     def test_final(self, index: int, attempt: Attempt, earlier: Sequence[Attempt]) -> None:

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import time
 import uuid
 from collections.abc import Generator, Sequence
-from typing import Any
 
 import pytest
 
@@ -42,7 +40,7 @@ from pytest_orchestrator.groups import fixture_group
 from pytest_orchestrator.limits import retry_policy, time_limits
 from pytest_orchestrator.metrics import WORKERINPUT_KEY
 from pytest_orchestrator.pipelines import Pipelines
-from pytest_orchestrator.placement import free_cpus, make_room, place, strict_error
+from pytest_orchestrator.placement import make_room, place, strict_error
 from pytest_orchestrator.pytest_private import TerminalReporter, runtestprotocol, tmp_path_factory
 from pytest_orchestrator.recording import CollectionKey, Records, RunFacts
 from pytest_orchestrator.replay import Replay
@@ -212,7 +210,7 @@ class RaySession:
         needs = self._needs(replay.items)
         plan = make_plan([item.nodeid for item in replay.items], history)
         executor, info, launched = early.executor, early.info, early.launched
-        nodes = executor.node_resources()
+        nodes = list(executor.node_resources().values())
         try:
             cpus = usable_cpus(self.options, info)
             workers = worker_count(self.options.workers, cpus, plan)
@@ -231,7 +229,6 @@ class RaySession:
             self.unplaced = placement.unplaced
             if self.unplaced and self.config.getoption("strict_resources", False):
                 raise strict_error(self.unplaced)
-            free_cpus(executor, launched, placement)
             if self.unplaced:
                 replay.skip_unplaced(self.unplaced)
             items = replay.items
@@ -265,15 +262,14 @@ class RaySession:
             self.controller = Controller(plan, executor, replay, config)
             self.stats = self.controller.stats
             # After Ray's start, which installs a SIGTERM handler of its own.
-            previous = _terminate_as_interrupt()
+            replay.interrupts.install()
             try:
                 with self.terminal.progress_instead_of_tests(
                     self.options.progress, self._progress_text
                 ):
                     self.controller.run()
             finally:
-                if previous is not None:
-                    signal.signal(signal.SIGTERM, previous)
+                replay.interrupts.restore()
         except KeyboardInterrupt as exc:
             executor.shutdown(graceful=False)
             # Raised afresh: the original traceback can end in Ray's compiled code, whose
@@ -363,15 +359,3 @@ class RaySession:
             gave_up=self.stats.gave_up,
         ):
             terminalreporter.write_line(line)
-
-
-def _terminate_as_interrupt() -> Any:
-    """Make SIGTERM stop the run like Ctrl-C (workers stopped, results kept, exit 2)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"received signal {signum}")
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
