@@ -1,5 +1,5 @@
 """The ``orchestrator`` command: ``run`` a suite on Ray, manage recorded ``durations``,
-show a test's ``history``.
+show a test's ``history``, the ``flaky`` tests, and the ``quarantine``.
 
 ``main(argv)`` returns an exit code and never calls ``sys.exit``; our own errors
 become one ``ERROR:`` line, unexpected ones keep their traceback.
@@ -8,6 +8,7 @@ become one ``ERROR:`` line, unexpected ones keep their traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -18,10 +19,14 @@ from orchestrator import __version__
 from orchestrator.config import available_cpus, find_project_root, store_path
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.options import RUN_OPTIONS, as_pytest_args, check_run_args
+from orchestrator.pipelines.flaky import Entry, parse_until
+from orchestrator.reports.atomic import write_text_atomically
+from orchestrator.reports.flaky_list import flaky_lines, quarantine_lines, quarantine_of
 from orchestrator.reports.progress import format_duration
 from orchestrator.settings import load_settings
 from orchestrator.store.durations import DurationStore, read_durations_file
 from orchestrator.store.history import HistoryStore, history_lines
+from orchestrator.store.quarantine import QuarantineStore, export_entries, import_entries
 
 #: Exit code for usage errors, as pytest uses it.
 EXIT_USAGE = 4
@@ -80,6 +85,40 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("test", nargs="?", default=None, metavar="TEST")
     history.add_argument("--store", type=Path, default=None, metavar="PATH")
     history.add_argument("--top", type=int, default=10, metavar="N")
+
+    flaky = commands.add_parser(
+        "flaky",
+        help="tests that flaked in their recent runs: rate, last flake, messages, commits",
+        description="Tests that failed and then passed on a retry, or failed on a commit "
+        "that also passed them, in their last runs (the window under "
+        "[tool.orchestrator.quarantine], 20 by default): flake rate, last flake, their "
+        "failure messages grouped, and the commits they flaked on.",
+    )
+    flaky.add_argument("--store", type=Path, default=None, metavar="PATH")
+    flaky.add_argument("--top", type=int, default=20, metavar="N")
+
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="list, add or remove quarantined tests (they run, but do not fail the run)",
+        description="A quarantined test still runs and its failure is reported, but a run "
+        "whose only failures are quarantined tests' passes. The quarantine is kept in the "
+        "store, with the tests named under [tool.orchestrator.quarantine] in pyproject.toml.",
+    )
+    q_actions = quarantine.add_subparsers(dest="action", metavar="ACTION")
+    q_actions.required = True
+    q_list = q_actions.add_parser("list", help="the quarantined tests and their progress")
+    q_add = q_actions.add_parser("add", help="quarantine a test")
+    q_add.add_argument("test", metavar="TEST", help="the test's id (tests/test_x.py::test_y)")
+    q_add.add_argument("--reason", required=True, help="why (an issue, a cause)")
+    q_add.add_argument("--until", default=None, metavar="YYYY-MM-DD", help="its last day")
+    q_remove = q_actions.add_parser("remove", help="take tests out of quarantine")
+    q_remove.add_argument("tests", nargs="+", metavar="TEST")
+    q_export = q_actions.add_parser("export", help="write the quarantine to a JSON file")
+    q_export.add_argument("file", nargs="?", type=Path, default=None, metavar="FILE")
+    q_import = q_actions.add_parser("import", help="add the tests of an exported file")
+    q_import.add_argument("file", type=Path, metavar="FILE")
+    for sub in (q_list, q_add, q_remove, q_export, q_import):
+        sub.add_argument("--store", type=Path, default=None, metavar="PATH")
 
     up = commands.add_parser(
         "up",
@@ -200,6 +239,65 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flaky(args: argparse.Namespace) -> int:
+    settings = load_settings(_root())
+    path = _store_path(args.store)
+    entries = quarantine_of(QuarantineStore(path), settings.quarantine)
+    lines = flaky_lines(
+        HistoryStore(path), entries, settings.flake_policy, max(1, args.top), dt.date.today()
+    )
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    settings = load_settings(_root())
+    store = QuarantineStore(_store_path(args.store))
+    today = dt.date.today()
+    if args.action == "list":
+        for line in quarantine_lines(
+            quarantine_of(store, settings.quarantine), settings.flake_policy, today
+        ):
+            print(line)
+    elif args.action == "add":
+        reason = args.reason.strip()
+        if not reason:
+            raise UsageError('give the reason the test is quarantined: --reason "..."')
+        until = parse_until(args.until, "--until") if args.until else None
+        if until is not None and until < today:
+            raise UsageError(f"--until {until} has passed; give a date from today on")
+        store.add([Entry(args.test, reason, until, "manual")])
+        print(f"quarantined {args.test}: {reason}" + (f", until {until}" if until else ""))
+    elif args.action == "remove":
+        named = {e.nodeid for e in settings.quarantine}
+        in_pyproject = [t for t in args.tests if t in named]
+        if in_pyproject:
+            raise UsageError(
+                f"{', '.join(in_pyproject)}: named under [tool.orchestrator.quarantine] in "
+                "pyproject.toml; take it out of the file's tests list"
+            )
+        removed = store.remove(args.tests)
+        if removed < len(args.tests):
+            raise UsageError(
+                f"{len(args.tests) - removed} of the tests given are not quarantined; "
+                "`orchestrator quarantine list` shows those that are"
+            )
+        print(f"{removed} test(s) out of quarantine")
+    elif args.action == "export":
+        text = export_entries(quarantine_of(store, settings.quarantine))
+        if args.file is None:
+            print(text, end="")
+        else:
+            write_text_atomically(args.file, text)
+            print(f"wrote the quarantine to {args.file}")
+    else:
+        entries = import_entries(args.file)
+        store.add([e for e in entries if e.source != "pyproject"])
+        print(f"imported {len(entries)} quarantined test(s) from {args.file} into {store.path}")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from orchestrator.cluster import local_cluster
 
@@ -261,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "history":
             return _history(args)
+        if args.command == "flaky":
+            return _flaky(args)
+        if args.command == "quarantine":
+            return _quarantine(args)
         if args.command == "up":
             return _up(args)
         if args.command == "down":

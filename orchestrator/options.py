@@ -248,6 +248,21 @@ FAIL_ON_FLAKY: Option[bool] = Option(
     default=False,
     action="store_true",
 )
+QUARANTINE: Option[str] = Option(
+    "--quarantine",
+    "--quarantine",
+    "on: a run whose only failures are quarantined tests' passes (they still run and are "
+    "reported; see `orchestrator quarantine`); off: their failures fail the run",
+    default="on",
+    choices=("on", "off"),
+)
+STRICT_QUARANTINE: Option[bool] = Option(
+    "--ray-strict-quarantine",
+    "--strict-quarantine",
+    "quarantined tests' failures fail the run (the same as --quarantine off)",
+    default=False,
+    action="store_true",
+)
 TIMEOUT = Option(
     "--ray-timeout",
     "--timeout",
@@ -344,6 +359,8 @@ OPTIONS: tuple[Option[Any], ...] = (
     RETRIES,
     RETRY_ONLY,
     FAIL_ON_FLAKY,
+    QUARANTINE,
+    STRICT_QUARANTINE,
     TIMEOUT,
     MAX_WORKER_MEMORY,
     MAX_TESTS_PER_WORKER,

@@ -20,6 +20,12 @@ Example::
     files = "auto"                       # or "ship", or "shared"
     exclude = ["data/raw", "*.ckpt"]     # besides .git, virtualenvs and caches
 
+    [tool.orchestrator.quarantine]       # flaky tests that do not fail the run
+    auto = true                          # quarantine at the flake-rate threshold
+    threshold = 0.1                      # flaky in 1 of 10 of the last `window` runs
+    release_after = 10                   # clean passes in a row that end quarantine
+    tests = [{ test = "tests/test_api.py::test_retry", reason = "#123", until = "2027-01-31" }]
+
 Every mistake is a usage error naming the key and what is expected.
 """
 
@@ -32,6 +38,7 @@ from typing import Any
 
 from orchestrator.cluster.shipping import parse_files_mode
 from orchestrator.errors import UsageError
+from orchestrator.pipelines.flaky import Entry, FlakePolicy, entries_from_table
 from orchestrator.pipelines.kinds import KINDS, KindRules
 from orchestrator.pipelines.metrics import MetricPolicy
 from orchestrator.scheduling.resources import DEFAULT, Resources
@@ -42,7 +49,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - pytest itself depends on tomli before 3.11
     import tomli as tomllib
 
-_SECTIONS = ("kinds", "resources", "metrics", "ship")
+_SECTIONS = ("kinds", "resources", "metrics", "ship", "quarantine")
 _LIMITS = ("max_worker_memory", "max_tests_per_worker")
 _SHIP_KEYS = ("files", "exclude")
 
@@ -59,6 +66,10 @@ class Settings:
     ship_excludes: tuple[str, ...] = ()
     #: Recycling limits when the command line gives none.
     recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
+    #: When tests count as flaky, and quarantine takes and releases them.
+    flake_policy: FlakePolicy = field(default_factory=FlakePolicy)
+    #: Tests quarantined by hand in pyproject.toml.
+    quarantine: tuple[Entry, ...] = ()
 
     def resources_of(self, kind: str) -> Resources:
         return self.kind_resources.get(kind, DEFAULT)
@@ -99,7 +110,11 @@ def settings_from_table(table: dict[str, Any], where: str) -> Settings:
             f"{where}: [tool.orchestrator] max_tests_per_worker",
         ),
     )
+    quarantine = _table(table, "quarantine", where)
+    quarantine_where = f"{where}: [tool.orchestrator.quarantine]"
     return Settings(
+        flake_policy=FlakePolicy.from_mapping(quarantine, quarantine_where),
+        quarantine=tuple(entries_from_table(quarantine, quarantine_where)),
         recycle=recycle,
         files=files,
         ship_excludes=ship_excludes,

@@ -39,6 +39,8 @@ SAMPLES: dict[str, str | None] = {
     "--ray-retries": "2",
     "--ray-retry-only": "ConnectionError",
     "--ray-fail-on-flaky": None,
+    "--quarantine": "off",
+    "--ray-strict-quarantine": None,
     "--ray-timeout": "30",
     "--ray-max-worker-memory": "2GiB",
     "--ray-max-tests-per-worker": "100",

@@ -167,6 +167,27 @@ def _flaky(tests: Sequence[Mapping[str, Any]]) -> str:
     return f'<section id="flaky"><h2>Flaky and retried tests ({len(retried)})</h2>{body}</section>'
 
 
+def _flake_history(report: Mapping[str, Any]) -> str:
+    found = report.get("flake_history") or []
+    if not found:
+        return ""
+    rows = [
+        [
+            _e(test["nodeid"]),
+            f"{test['rate']:.0%} ({test['flaked']}/{test['runs']})",
+            sparkline_svg(test.get("series") or [0.0]),
+            _e(f"quarantined: {test['quarantined']}" if test.get("quarantined") else ""),
+        ]
+        for test in found
+    ]
+    return (
+        '<section id="flake-history"><h2>Flaky tests over their recorded runs '
+        f"({len(found)})</h2>"
+        + _table(["test", "flake rate", "rate over time (oldest left)", "quarantine"], rows)
+        + "</section>"
+    )
+
+
 def _slowest(tests: Sequence[Mapping[str, Any]]) -> str:
     slow = sorted(tests, key=lambda t: -t["duration"])[:SLOWEST]
     rows = [
@@ -331,6 +352,7 @@ def render(report: Mapping[str, Any]) -> str:
             _workers(report),
             _failures(tests),
             _flaky(tests),
+            _flake_history(report),
             _slowest(tests),
             _metrics(tests),
             "</main></body></html>",

@@ -116,8 +116,10 @@ def build(
     recycled_workers: Sequence[str] = (),
     created: float | None = None,
     started: float | None = None,
+    flake_history: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The report as a JSON-ready dict."""
+    """The report as a JSON-ready dict; ``flake_history`` holds the tests that flaked in
+    their recorded runs (see :func:`flake_history`)."""
     totals: Counter[str] = Counter()
     per_kind: dict[str, Counter[str]] = {}
     seconds: dict[str, float] = {}
@@ -160,7 +162,23 @@ def build(
         },
         "kinds": kinds,
         "tests": [t.as_dict() for t in tests],
+        "flake_history": [dict(f) for f in flake_history],
     }
+
+
+#: Runs the flake rate over time is averaged over, at each run.
+FLAKE_ROLLING = 5
+
+
+def flake_series(run_ids: Sequence[int], flaked: Sequence[int]) -> list[float]:
+    """A test's flake rate over time: at each of its runs, the share of flaked runs among
+    it and the ones before it, up to :data:`FLAKE_ROLLING`."""
+    hits = set(flaked)
+    marks = [1.0 if run_id in hits else 0.0 for run_id in run_ids]
+    return [
+        sum(marks[max(0, i + 1 - FLAKE_ROLLING) : i + 1]) / min(i + 1, FLAKE_ROLLING)
+        for i in range(len(marks))
+    ]
 
 
 def to_json(report: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.pipelines.flaky import RunOfTest
 from orchestrator.pipelines.metrics import fmt, median, sparkline
 from orchestrator.reports.progress import format_duration
 from orchestrator.store.durations import SqliteStore
@@ -42,6 +43,8 @@ RECENT_RUNS = 5
 MAX_CANDIDATES = 10
 LAST_VALUES = 5
 TREND_RUNS = 30
+#: Characters of a failure message the history keeps.
+MESSAGE_CHARS = 500
 
 # Tests and metric series are numbered once, so per-run rows hold integers, not test ids.
 # A run's results are stored together (keyed by run, then test): recording a run appends to
@@ -91,6 +94,12 @@ CREATE TABLE IF NOT EXISTS metric_values (
     PRIMARY KEY (series_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS metric_values_by_run ON metric_values (run_id);
+CREATE TABLE IF NOT EXISTS failure_messages (
+    run_id INTEGER NOT NULL,
+    test_id INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run_id, test_id)
+) WITHOUT ROWID;
 """
 
 _UPSERT_TEST = """
@@ -167,6 +176,8 @@ class TestResult:
     flaky: bool = False  # failed then passed on a retry
     kind: str = "unit"
     worker: str | None = None
+    #: What went wrong: the final failure's message, or a flaky test's failed attempt's.
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +354,11 @@ class HistoryStore(SqliteStore):
                 ),
             )
             conn.executemany(
+                "INSERT OR REPLACE INTO failure_messages (run_id, test_id, message)"
+                " SELECT ?, id, ? FROM tests WHERE nodeid = ?",
+                ((run_id, r.message[:MESSAGE_CHARS], r.nodeid) for r in run.results if r.message),
+            )
+            conn.executemany(
                 _UPSERT_SERIES,
                 ((m.name, int(m.higher_is_better), m.nodeid) for m in run.metrics),
             )
@@ -362,6 +378,7 @@ class HistoryStore(SqliteStore):
         conn.execute("DELETE FROM runs WHERE id <= ?", cutoff)
         conn.execute("DELETE FROM results WHERE run_id <= ?", cutoff)
         conn.execute("DELETE FROM metric_values WHERE run_id <= ?", cutoff)
+        conn.execute("DELETE FROM failure_messages WHERE run_id <= ?", cutoff)
         conn.execute(_PRUNE_SERIES)
         conn.execute(_PRUNE_TESTS, cutoff)
 
@@ -544,6 +561,51 @@ class HistoryStore(SqliteStore):
             return found[:top]
 
         return self._query(work, [])
+
+    def flake_candidates(self, window: int) -> dict[str, list[RunOfTest]]:
+        """The last ``window`` runs (oldest first, with their commits) of every test that
+        was flaky or failed in a recorded run: the only ones that can have flaked."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, list[RunOfTest]]:
+            bad = [test_id for test_id, _, _ in conn.execute(_FLAKY_OR_FAILED)]
+            out: dict[str, list[RunOfTest]] = {}
+            for test_id in bad:
+                rows = conn.execute(
+                    "SELECT t.nodeid, r.run_id, u.revision, r.outcome, r.flaky"
+                    " FROM results AS r JOIN tests AS t ON t.id = r.test_id"
+                    " JOIN runs AS u ON u.id = r.run_id"
+                    " WHERE r.test_id = ? ORDER BY r.run_id DESC LIMIT ?",
+                    (test_id, window),
+                ).fetchall()
+                for nodeid, run_id, commit, outcome, flaky in reversed(rows):
+                    out.setdefault(nodeid, []).append(
+                        RunOfTest(run_id, commit, outcome, bool(flaky))
+                    )
+            return out
+
+        return self._query(work, {})
+
+    def failure_messages(self, nodeid: str, run_ids: Collection[int]) -> list[str]:
+        """The recorded failure messages of a test in these runs."""
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT m.run_id, m.message FROM failure_messages AS m"
+                " JOIN tests AS t ON t.id = m.test_id WHERE t.nodeid = ? ORDER BY m.run_id",
+                (nodeid,),
+            )
+            return [message for run_id, message in rows if run_id in run_ids]
+
+        return self._query(work, [])
+
+    def run_started(self, run_ids: Collection[int]) -> dict[int, float]:
+        """When each of these runs started."""
+
+        def work(conn: sqlite3.Connection) -> dict[int, float]:
+            rows = conn.execute("SELECT id, started FROM runs")
+            return {run_id: started for run_id, started in rows if run_id in run_ids}
+
+        return self._query(work, {})
 
 
 def _keep_results_by_run(conn: sqlite3.Connection) -> None:

@@ -19,6 +19,7 @@ from orchestrator.pipelines.kinds import KINDS, PIPELINES, classify, pipeline_of
 from orchestrator.pipelines.metrics import fmt, median
 from orchestrator.reports.junit_kinds import TestFacts, regroup
 from orchestrator.reports.progress import format_duration
+from orchestrator.reports.run_report import failure_message
 from orchestrator.scheduling.planner import junit_key
 from orchestrator.scheduling.resources import Resources
 from orchestrator.settings import Settings
@@ -57,6 +58,8 @@ class Pipelines:
         self.seconds: dict[str, float] = defaultdict(float)
         self.worker_of: dict[str, str] = {}
         self.flaky: set[str] = set()
+        #: The first failure's message of each test that failed.
+        self.message: dict[str, str] = {}
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         #: Earlier attempts of retried tests (worker, outcome, message, start, stop).
         self.earlier: dict[str, list[dict[str, Any]]] = {}
@@ -114,6 +117,8 @@ class Pipelines:
                 self.metrics[nodeid] = list(metrics)
         elif report.outcome == "passed":  # a setup or teardown: most are
             return
+        if report.failed and nodeid not in self.message:
+            self.message[nodeid] = failure_message(report.longreprtext)
         elif when == "setup":
             if report.failed:
                 self.outcome[nodeid] = "error"
@@ -135,6 +140,14 @@ class Pipelines:
         for report in (setup, call, teardown):
             seconds[nodeid] += report.duration
         self.outcome[nodeid] = "passed"
+
+    def message_of(self, nodeid: str) -> str | None:
+        """What went wrong with a test: its failure's message, or for a flaky test, its
+        first failed attempt's."""
+        if nodeid in self.message:
+            return self.message[nodeid]
+        earlier = self.earlier.get(nodeid)
+        return str(earlier[0].get("message") or "") or None if earlier else None
 
     def rows(self) -> list[tuple[str, Counter[str], float, int]]:
         """Per kind that ran: outcome counts, summed seconds, flaky tests."""

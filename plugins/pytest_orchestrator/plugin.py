@@ -6,6 +6,7 @@ Nothing here imports Ray: without ``--ray`` the plugin changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -28,12 +29,14 @@ from orchestrator.options import (
     MAX_WORKER_MEMORY,
     OPTIONS,
     PROGRESS,
+    QUARANTINE,
     RAY,
     REPORT_HTML,
     REPORT_JSON,
     RETRIES,
     RETRY_ONLY,
     SHARD,
+    STRICT_QUARANTINE,
     TIMEOUT,
     WORKERS,
     Option,
@@ -160,6 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _shard(config, ray)
     _reports(config, pipelines)
     if not ray:
+        _quarantine(config)
         return
     options = _options(config)
     assert pipelines is not None  # always registered for --ray
@@ -172,6 +176,27 @@ def pytest_configure(config: pytest.Config) -> None:
     session = RaySession(config, options, pipelines)
     config.pluginmanager.register(session, "orchestrator-session")
     config.pluginmanager.register(SummaryLookups(session.terminal), "orchestrator-summary")
+    _quarantine(config)  # after the session: its end of session hook runs before the session's
+
+
+def _quarantine(config: pytest.Config) -> None:
+    """Register the quarantine on the process that reports (not on workers), unless it is
+    turned off."""
+    if hasattr(config, "workerinput"):
+        return
+    if config.getoption(QUARANTINE.dest, "on") == "off" or config.getoption(
+        STRICT_QUARANTINE.dest, False
+    ):
+        return
+    try:
+        settings = load_settings(config.rootpath)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from pytest_orchestrator.quarantine import quarantine_plugin
+
+    plugin = quarantine_plugin(settings, _store_path(config), dt.date.today())
+    if plugin is not None:
+        config.pluginmanager.register(plugin, "orchestrator-quarantine")
 
 
 def _shard(config: pytest.Config, ray: bool) -> None:

@@ -201,6 +201,7 @@ class Records:
                 flaky=nodeid in pipelines.flaky,
                 kind=pipelines.kind_of.get(nodeid, "unit"),
                 worker=pipelines.worker_of.get(nodeid),
+                message=pipelines.message_of(nodeid),
             )
             for nodeid, outcome in pipelines.outcome.items()
         ]

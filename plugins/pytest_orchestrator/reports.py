@@ -19,6 +19,7 @@ from orchestrator.reports.run_report import (
     TestRecord,
     build,
     failure_message,
+    flake_series,
     metric_entries,
     to_json,
 )
@@ -137,7 +138,42 @@ class ReportsPlugin:
             exit_status=exit_status,
             lost_workers=list(getattr(stats, "lost", ())),
             recycled_workers=list(getattr(stats, "recycled", ())),
+            flake_history=self._flake_history(),
         )
+
+    def _flake_history(self) -> list[dict[str, Any]]:
+        """The tests that flaked in their recorded runs, with their rate over time (read
+        only; nothing when there is no store)."""
+        if not self.store_path.exists():
+            return []
+        from orchestrator.pipelines.flaky import flaked_runs
+        from orchestrator.reports.flaky_list import find_flaky
+        from orchestrator.store.history import HistoryStore
+
+        settings = self.pipelines.settings
+        quarantine = self.config.pluginmanager.get_plugin("orchestrator-quarantine")
+        active = getattr(quarantine, "entries", {})
+        try:
+            history = HistoryStore(self.store_path)
+            candidates = history.flake_candidates(settings.flake_policy.window)
+            found = find_flaky(history, settings.flake_policy, candidates)
+        except Exception:  # a report never fails for want of history
+            return []
+        out = []
+        for test in found:
+            runs = candidates.get(test.nodeid, [])
+            entry = active.get(test.nodeid)
+            out.append(
+                {
+                    "nodeid": test.nodeid,
+                    "rate": test.rate,
+                    "flaked": test.flaked,
+                    "runs": test.runs,
+                    "series": flake_series([r.run_id for r in runs], flaked_runs(runs)),
+                    "quarantined": entry.describe() if entry is not None else None,
+                }
+            )
+        return out
 
     def _metric_history(self) -> dict[str, dict[str, list[float]]]:
         """Earlier passing values of the recorded metrics: those the run loaded, else the
