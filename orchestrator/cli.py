@@ -22,6 +22,7 @@ from orchestrator.options import RUN_OPTIONS, as_pytest_args, check_run_args
 from orchestrator.pipelines.flaky import Entry, parse_until
 from orchestrator.reports.atomic import write_text_atomically
 from orchestrator.reports.flaky_list import flaky_lines, quarantine_lines, quarantine_of
+from orchestrator.reports.metric_compare import compare_lines
 from orchestrator.reports.progress import format_duration
 from orchestrator.settings import load_settings
 from orchestrator.store.durations import DurationStore, read_durations_file
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("test", nargs="?", default=None, metavar="TEST")
     history.add_argument("--store", type=Path, default=None, metavar="PATH")
     history.add_argument("--top", type=int, default=10, metavar="N")
+    history.add_argument(
+        "--compare",
+        default=None,
+        metavar="REF",
+        help="every metric's newest value against its baseline at a branch, tag or commit",
+    )
 
     flaky = commands.add_parser(
         "flaky",
@@ -233,7 +240,14 @@ def _show(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     store = HistoryStore(_store_path(args.store))
     # Baselines as the runs compute them: the project's configured window.
-    window = load_settings(_root()).metrics.window
+    policy = load_settings(_root()).metrics
+    if args.compare is not None:
+        if args.test is not None:
+            raise UsageError("--compare shows every metric: leave out TEST")
+        for line in compare_lines(store, args.compare, policy):
+            print(line)
+        return 0
+    window = policy.window
     for line in history_lines(store, args.test, top=max(1, args.top), window=window):
         print(line)
     return 0

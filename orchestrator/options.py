@@ -248,6 +248,15 @@ FAIL_ON_FLAKY: Option[bool] = Option(
     default=False,
     action="store_true",
 )
+METRICS_BASELINE: Option[str] = Option(
+    "--metrics-baseline",
+    "--metrics-baseline",
+    "what record_metric compares a metric with: last (the last passing runs), or the "
+    "passing runs recorded at a branch (main), a tag, or a commit; where none was "
+    "recorded there, the run says so and uses last",
+    metavar="REF",
+    default="last",
+)
 QUARANTINE: Option[str] = Option(
     "--quarantine",
     "--quarantine",
@@ -359,6 +368,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     RETRIES,
     RETRY_ONLY,
     FAIL_ON_FLAKY,
+    METRICS_BASELINE,
     QUARANTINE,
     STRICT_QUARANTINE,
     TIMEOUT,

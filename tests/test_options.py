@@ -39,6 +39,7 @@ SAMPLES: dict[str, str | None] = {
     "--ray-retries": "2",
     "--ray-retry-only": "ConnectionError",
     "--ray-fail-on-flaky": None,
+    "--metrics-baseline": "main",
     "--quarantine": "off",
     "--ray-strict-quarantine": None,
     "--ray-timeout": "30",

@@ -8,8 +8,11 @@ moves the baseline much nor makes a noisy metric fail on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import random
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -76,6 +79,13 @@ class MetricPolicy:
     abs_tolerance: float = 0.0
     mad_k: float = 3.0  # k x MAD (median absolute deviation, unscaled) of the history
     on_drift: str = "fail"  # "fail" or "warn"
+    #: With several values per metric: the confidence a drop must be beyond the gate at.
+    confidence: float = 0.95
+    #: Gates by metric name (see :func:`parse_gate`), from ``[tool.orchestrator.metrics.gates]``.
+    gates: tuple[tuple[str, str], ...] = ()
+
+    def gate_of(self, name: str) -> str | None:
+        return dict(self.gates).get(name)
 
     @classmethod
     def from_mapping(
@@ -101,7 +111,19 @@ class MetricPolicy:
         on_drift = data.get("on_drift", default.on_drift)
         if on_drift not in ON_DRIFT:
             raise _expect(where, "on_drift", on_drift, '"fail" or "warn"')
+        confidence = data.get("confidence", default.confidence)
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise _expect(where, "confidence", confidence, "a number between 0.5 and 1")
+        if not 0.5 <= confidence < 1:
+            raise _expect(where, "confidence", confidence, "a number from 0.5 to below 1")
+        gates = data.get("gates", {})
+        if not isinstance(gates, Mapping):
+            raise _expect(where, "gates", gates, 'a table of gates, e.g. { auc = "-1%" }')
+        for name, gate in gates.items():
+            parse_gate(gate, f"{where} gates.{name}")
         return cls(
+            confidence=float(confidence),
+            gates=tuple(sorted((str(k), str(v)) for k, v in gates.items())),
             window=window,
             min_history=min_history,
             rel_tolerance=_number(
@@ -115,6 +137,66 @@ class MetricPolicy:
         )
 
 
+_GATE = re.compile(r"\s*([+-])\s*([0-9]*\.?[0-9]+)\s*(%|ms|us|µs|s)?\s*\Z")
+_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How far a metric may move the wrong way from its baseline: ``-1%`` (a relative
+    drop), ``-0.02`` (an absolute drop), ``+10ms`` (a rise, in seconds). The sign says
+    which way is worse: ``-`` when higher is better, ``+`` when lower is."""
+
+    text: str
+    amount: float
+    relative: bool
+    higher_is_better: bool
+
+    def tolerance(self, baseline: float) -> float:
+        return self.amount * abs(baseline) if self.relative else self.amount
+
+
+def parse_gate(text: object, where: str) -> Gate:
+    """A :class:`Gate` from its text; a :class:`UsageError` naming ``where`` otherwise."""
+    match = _GATE.match(text) if isinstance(text, str) else None
+    if match is None or not isinstance(text, str):
+        raise UsageError(
+            f"{where}: gate {text!r} is not valid; expected a signed change such as "
+            '"-1%" (a relative drop), "-0.02" (an absolute drop) or "+10ms" (a rise, the '
+            "metric in seconds); - when higher is better, + when lower is"
+        )
+    sign, number, unit = match.groups()
+    amount = float(number)
+    relative = unit == "%"
+    if relative:
+        amount /= 100
+    elif unit:
+        amount *= _SECONDS[unit]
+    return Gate(text.strip(), amount, relative, sign == "-")
+
+
+def bootstrap_interval(
+    current: Sequence[float],
+    baseline: Sequence[float],
+    level: float,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A ``level`` confidence interval (percentile bootstrap) of ``median(current) -
+    median(baseline)``; the same inputs always give the same interval."""
+    rng = random.Random(seed)
+    a, b = list(current), list(baseline)
+    diffs = sorted(
+        median(rng.choices(a, k=len(a))) - median(rng.choices(b, k=len(b)))
+        for _ in range(resamples)
+    )
+    tail = (1 - level) / 2
+    lo = diffs[int(tail * (resamples - 1))]
+    hi = diffs[math.ceil((1 - tail) * (resamples - 1))]
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class Drift:
     """A metric that is worse than its baseline by more than the tolerance allows."""
@@ -126,6 +208,13 @@ class Drift:
     higher_is_better: bool
     history: tuple[float, ...]  # the values the baseline came from, oldest first
     policy: MetricPolicy = field(default_factory=MetricPolicy)
+    #: The gate that set the tolerance, if one did.
+    gate: Gate | None = None
+    #: Where the baseline comes from: "last" (the last passing runs) or a branch, tag, commit.
+    ref: str = "last"
+    #: With several values on both sides: the confidence interval of how much worse the
+    #: median is, at ``policy.confidence``.
+    interval: tuple[float, float] | None = None
 
     @property
     def worse_by(self) -> float:
@@ -140,17 +229,30 @@ class Drift:
         if self.baseline != 0 and math.isfinite(self.worse_by):
             worse += f" ({abs(self.worse_by / self.baseline):.1%})"
         p = self.policy
-        rel = p.rel_tolerance * abs(self.baseline)
-        spread = mad(self.history) if self.history else 0.0
-        how = (
-            f"max({p.rel_tolerance:g} x |baseline| = {fmt(rel)}, abs {fmt(p.abs_tolerance)}, "
-            f"{p.mad_k:g} x MAD {fmt(spread)} = {fmt(p.mad_k * spread)})"
-        )
+        if self.gate is not None:
+            how = f"the gate {self.gate.text}"
+        else:
+            rel = p.rel_tolerance * abs(self.baseline)
+            spread = mad(self.history) if self.history else 0.0
+            how = (
+                f"max({p.rel_tolerance:g} x |baseline| = {fmt(rel)}, abs "
+                f"{fmt(p.abs_tolerance)}, {p.mad_k:g} x MAD {fmt(spread)} = "
+                f"{fmt(p.mad_k * spread)})"
+            )
         last = ", ".join(fmt(v) for v in self.history[-SHOWN_VALUES:])
+        where = "" if self.ref == "last" else f" at {self.ref}"
+        significant = ""
+        if self.interval is not None:
+            lo, hi = self.interval
+            significant = (
+                f"; worse by {fmt(lo)} to {fmt(hi)} ({p.confidence:.0%} confidence "
+                "interval of the difference of medians, bootstrap), all of it beyond the "
+                "tolerance"
+            )
         return (
             f"{self.name} = {fmt(self.value)} is worse than its baseline {fmt(self.baseline)} "
-            f"(median of the last {len(self.history)} passing runs) by {worse}; "
-            f"tolerance {fmt(self.tolerance)} = {how}\n"
+            f"(median of the last {len(self.history)} passing runs{where}) by {worse}; "
+            f"tolerance {fmt(self.tolerance)} = {how}{significant}\n"
             f"  {direction} is better; last values: {last}"
         )
 
@@ -185,6 +287,10 @@ def check_drift(
     policy: MetricPolicy,
     *,
     higher_is_better: bool = True,
+    gate: Gate | None = None,
+    samples: Sequence[float] = (),
+    baseline_samples: Sequence[float] = (),
+    ref: str = "last",
 ) -> Drift | None:
     """Compare ``value`` with the median of the last ``policy.window`` passing values.
 
@@ -194,14 +300,29 @@ def check_drift(
     a regression.
     """
     recent = tuple(float(v) for v in history if math.isfinite(v))[-policy.window :]
-    if not recent or len(recent) < policy.min_history:
+    current = [float(v) for v in samples if math.isfinite(v)]
+    pooled = [float(v) for v in baseline_samples if math.isfinite(v)]
+    noisy = len(current) >= 2 and len(pooled) >= 2
+    if not recent or (len(pooled) if noisy else len(recent)) < policy.min_history:
         return None
     baseline = median(recent)
-    tolerance = max(
-        policy.rel_tolerance * abs(baseline), policy.abs_tolerance, policy.mad_k * mad(recent)
-    )
-    drift = Drift(name, value, baseline, tolerance, higher_is_better, recent, policy)
-    if math.isnan(value) or drift.worse_by > tolerance:
+    if gate is not None:
+        tolerance = gate.tolerance(baseline)
+    else:
+        tolerance = max(
+            policy.rel_tolerance * abs(baseline), policy.abs_tolerance, policy.mad_k * mad(recent)
+        )
+    drift = Drift(name, value, baseline, tolerance, higher_is_better, recent, policy, gate, ref)
+    if math.isnan(value):
+        return drift
+    if noisy:
+        lo, hi = bootstrap_interval(current, pooled, policy.confidence)
+        # How much worse the median is: the interval of the difference, the right way round.
+        worse = (-hi, -lo) if higher_is_better else (lo, hi)
+        if worse[0] > tolerance:
+            return dataclasses.replace(drift, interval=worse)
+        return None
+    if drift.worse_by > tolerance:
         return drift
     return None
 
@@ -231,11 +352,14 @@ def sparkline(values: Sequence[float]) -> str:
 __all__ = [
     "ON_DRIFT",
     "Drift",
+    "Gate",
     "MetricPolicy",
+    "bootstrap_interval",
     "check_bounds",
     "check_drift",
     "fmt",
     "mad",
     "median",
+    "parse_gate",
     "sparkline",
 ]

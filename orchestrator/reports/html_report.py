@@ -222,27 +222,35 @@ def sparkline_svg(values: Sequence[float], width: int = 140, height: int = 28) -
     )
 
 
-def _metrics(tests: Sequence[Mapping[str, Any]]) -> str:
+def _metrics(tests: Sequence[Mapping[str, Any]], ref: str) -> str:
     rows = []
     for test in tests:
         for metric in test.get("metrics", ()):
             history = list(metric.get("history", ()))
             baseline = metric.get("baseline")
+            change = ""
+            if baseline is not None:
+                change = f"{metric['value'] - baseline:+.4g}"
+                if baseline:
+                    change += f" ({(metric['value'] - baseline) / abs(baseline):+.1%})"
             rows.append(
                 [
                     f'<span class="name">{_e(test["nodeid"])}</span>',
                     _e(metric["name"]),
                     f"{metric['value']:.4g}",
                     "" if baseline is None else f"{baseline:.4g}",
+                    _e(change),
                     sparkline_svg([*history, metric["value"]]),
                     _badge(test["outcome"]),
                 ]
             )
+    at = "the last passing runs" if ref == "last" else ref
     if not rows:
         body = '<p class="muted">No test recorded a metric (record_metric).</p>'
     else:
-        body = _table(["test", "metric", "value", "baseline", "trend", "outcome"], rows, "metrics")
-    return f'<section id="metrics"><h2>Model metrics</h2>{body}</section>'
+        head = ["test", "metric", "value", f"baseline ({at})", "change", "trend", "verdict"]
+        body = _table(head, rows, "metrics")
+    return f'<section id="metrics"><h2>Model metrics against {_e(at)}</h2>{body}</section>'
 
 
 def timeline_svg(report: Mapping[str, Any], width: int = 1200) -> str:
@@ -354,7 +362,7 @@ def render(report: Mapping[str, Any]) -> str:
             _flaky(tests),
             _flake_history(report),
             _slowest(tests),
-            _metrics(tests),
+            _metrics(tests, str(report.get("metrics_baseline") or "last")),
             "</main></body></html>",
         ]
     )

@@ -117,6 +117,7 @@ def build(
     created: float | None = None,
     started: float | None = None,
     flake_history: Sequence[Mapping[str, Any]] = (),
+    metrics_baseline: str = "last",
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict; ``flake_history`` holds the tests that flaked in
     their recorded runs (see :func:`flake_history`)."""
@@ -163,6 +164,7 @@ def build(
         "kinds": kinds,
         "tests": [t.as_dict() for t in tests],
         "flake_history": [dict(f) for f in flake_history],
+        "metrics_baseline": metrics_baseline,
     }
 
 

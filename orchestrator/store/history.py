@@ -8,6 +8,8 @@ thing to ignore, cache in CI or delete.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import re
 import sqlite3
@@ -111,13 +113,14 @@ INSERT OR REPLACE INTO results (run_id, test_id, outcome, duration, attempts, fl
 SELECT ?, id, ?, ?, ?, ?, ?, ? FROM tests WHERE nodeid = ?
 """
 _UPSERT_SERIES = """
-INSERT INTO metric_series (test_id, name, higher_is_better)
-SELECT id, ?, ? FROM tests WHERE nodeid = ?
-ON CONFLICT (test_id, name) DO UPDATE SET higher_is_better = excluded.higher_is_better
+INSERT INTO metric_series (test_id, name, higher_is_better, gate)
+SELECT id, ?, ?, ? FROM tests WHERE nodeid = ?
+ON CONFLICT (test_id, name) DO UPDATE SET
+    higher_is_better = excluded.higher_is_better, gate = excluded.gate
 """
 _INSERT_VALUE = """
-INSERT OR REPLACE INTO metric_values (series_id, run_id, value, passed)
-SELECT s.id, ?, ?, ? FROM tests AS t JOIN metric_series AS s ON s.test_id = t.id
+INSERT OR REPLACE INTO metric_values (series_id, run_id, value, passed, samples)
+SELECT s.id, ?, ?, ?, ? FROM tests AS t JOIN metric_series AS s ON s.test_id = t.id
 WHERE t.nodeid = ? AND s.name = ?
 """
 # Orphans once their last runs are pruned (`?`: the newest run pruned); NOT EXISTS seeks
@@ -161,6 +164,8 @@ WHERE flaky != 0 OR outcome IN ('failed', 'error') GROUP BY test_id
 """
 
 T = TypeVar("T")
+#: Metric values and pooled samples by test and metric, and how many runs they come from.
+MetricsAt = tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]], int]
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,10 @@ class MetricRecord:
     value: float
     higher_is_better: bool = True
     passed: bool = True  # whether the test passed in that run (only passing runs form baselines)
+    #: The values it was the median of (one per seed or fold), when there were several.
+    samples: tuple[float, ...] = ()
+    #: The gate the test gave it (``record_metric(..., gate="-1%")``), if any.
+    gate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,17 @@ class TestHistory:
         return sum(r.outcome in FAILED_OUTCOMES for r in self.runs)
 
 
+class LatestMetric(NamedTuple):
+    """A metric's newest recorded value."""
+
+    value: float
+    #: The values it was the median of (itself, where it was one).
+    samples: list[float]
+    passed: bool
+    higher_is_better: bool
+    gate: str | None
+
+
 class SlowTest(NamedTuple):
     """A test and its median duration over the runs that recorded it."""
 
@@ -279,6 +299,15 @@ class HistoryStore(SqliteStore):
     what = "run history"
     consequence = "Earlier runs and durations are forgotten; metric baselines start again."
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = super()._connect()
+        try:
+            _add_columns(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     # -- writing -----------------------------------------------------------------------
     def record_run(
         self,
@@ -289,6 +318,8 @@ class HistoryStore(SqliteStore):
         started: float | None = None,
         wall: float | None = None,
         workers: int | None = None,
+        branch: str | None = None,
+        tag: str | None = None,
     ) -> int:
         """Add one run in one transaction, prune beyond :attr:`MAX_RUNS`; returns the run's id.
 
@@ -310,6 +341,8 @@ class HistoryStore(SqliteStore):
             list(by_test.values()),
             list(by_metric.values()),
             failed,
+            branch,
+            tag,
         )
         try:
             return self._write(run)
@@ -327,9 +360,18 @@ class HistoryStore(SqliteStore):
         with self._transaction() as conn:
             _keep_results_by_run(conn)
             run_id = conn.execute(
-                "INSERT INTO runs (started, revision, wall, workers, tests, failed)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run.started, run.commit, run.wall, run.workers, len(run.results), run.failed),
+                "INSERT INTO runs (started, revision, wall, workers, tests, failed, branch, tag)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.started,
+                    run.commit,
+                    run.wall,
+                    run.workers,
+                    len(run.results),
+                    run.failed,
+                    run.branch,
+                    run.tag,
+                ),
             ).lastrowid
             assert run_id is not None
             conn.executemany(_UPSERT_TEST, ((r.nodeid, run_id) for r in run.results))
@@ -360,11 +402,21 @@ class HistoryStore(SqliteStore):
             )
             conn.executemany(
                 _UPSERT_SERIES,
-                ((m.name, int(m.higher_is_better), m.nodeid) for m in run.metrics),
+                ((m.name, int(m.higher_is_better), m.gate, m.nodeid) for m in run.metrics),
             )
             conn.executemany(
                 _INSERT_VALUE,
-                ((run_id, float(m.value), int(m.passed), m.nodeid, m.name) for m in run.metrics),
+                (
+                    (
+                        run_id,
+                        float(m.value),
+                        int(m.passed),
+                        json.dumps([float(v) for v in m.samples]) if m.samples else None,
+                        m.nodeid,
+                        m.name,
+                    )
+                    for m in run.metrics
+                ),
             )
             self._prune(conn)
         return run_id
@@ -430,6 +482,68 @@ class HistoryStore(SqliteStore):
                 _METRIC_WINDOW.format(tests=tests), (window - 1,)
             ):
                 out.setdefault(nodeid, {}).setdefault(name, []).append(float(value))
+            return out
+
+        return self._query(work, {})
+
+    def metric_baselines_at(
+        self, ref: str, window: int, nodeids: Collection[str] | None = None
+    ) -> MetricsAt:
+        """The metric history of the runs recorded at ``ref`` (a branch, a tag, or a commit
+        of 7 or more hex digits): ``(values, samples, runs)``, where ``values`` is as in
+        :meth:`metric_history` (the newest ``window`` passing values at ``ref``), ``samples``
+        pools the values each of those runs was the median of (its own value where it
+        recorded one), and ``runs`` counts the runs recorded at ``ref``."""
+
+        def work(conn: sqlite3.Connection) -> MetricsAt:
+            at = {
+                run_id
+                for run_id, branch, tag, revision in conn.execute(
+                    "SELECT id, branch, tag, revision FROM runs"
+                )
+                if ref in (branch, tag) or _commit_matches(ref, revision)
+            }
+            values: dict[str, dict[str, list[float]]] = {}
+            samples: dict[str, dict[str, list[float]]] = {}
+            if not at:
+                return values, samples, 0
+            wanted = None if nodeids is None else set(nodeids)
+            rows = conn.execute(
+                "SELECT t.nodeid, s.name, v.run_id, v.value, v.samples"
+                " FROM metric_values AS v JOIN metric_series AS s ON s.id = v.series_id"
+                " JOIN tests AS t ON t.id = s.test_id WHERE v.passed = 1"
+                " ORDER BY s.id, v.run_id"
+            )
+            per_series: dict[tuple[str, str], list[tuple[float, list[float]]]] = {}
+            for nodeid, name, run_id, value, pooled in rows:
+                if run_id not in at or (wanted is not None and nodeid not in wanted):
+                    continue
+                kept = json.loads(pooled) if pooled else [value]
+                per_series.setdefault((nodeid, name), []).append((float(value), kept))
+            for (nodeid, name), points in per_series.items():
+                recent = points[-window:]
+                values.setdefault(nodeid, {})[name] = [v for v, _ in recent]
+                samples.setdefault(nodeid, {})[name] = [float(x) for _, xs in recent for x in xs]
+            return values, samples, len(at)
+
+        empty: MetricsAt = ({}, {}, 0)
+        return self._query(work, empty)
+
+    def latest_metrics(self) -> dict[tuple[str, str], LatestMetric]:
+        """Each series' newest recorded value, by ``(nodeid, metric)``."""
+
+        def work(conn: sqlite3.Connection) -> dict[tuple[str, str], LatestMetric]:
+            out: dict[tuple[str, str], LatestMetric] = {}
+            for nodeid, name, better, gate, value, pooled, passed in conn.execute(
+                "SELECT t.nodeid, s.name, s.higher_is_better, s.gate, v.value, v.samples,"
+                " v.passed FROM metric_values AS v JOIN metric_series AS s"
+                " ON s.id = v.series_id JOIN tests AS t ON t.id = s.test_id"
+                " ORDER BY s.id, v.run_id"
+            ):
+                kept = json.loads(pooled) if pooled else [value]
+                out[(nodeid, name)] = LatestMetric(
+                    float(value), kept, bool(passed), bool(better), gate
+                )
             return out
 
         return self._query(work, {})
@@ -608,6 +722,24 @@ class HistoryStore(SqliteStore):
         return self._query(work, {})
 
 
+#: Columns added since the first stores were written: (table, column, type).
+_ADDED_COLUMNS = (
+    ("runs", "branch", "TEXT"),
+    ("runs", "tag", "TEXT"),
+    ("metric_values", "samples", "TEXT"),
+    ("metric_series", "gate", "TEXT"),
+)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a store written by an earlier version the columns it lacks (NULL there)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another run added it
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def _keep_results_by_run(conn: sqlite3.Connection) -> None:
     """Move a store's results from the layout kept by test to the one kept by run, once."""
     key = {row[1]: row[5] for row in conn.execute("PRAGMA table_info(results)")}
@@ -627,11 +759,69 @@ class _Run:
     results: list[TestResult]
     metrics: list[MetricRecord]
     failed: int
+    branch: str | None = None
+    tag: str | None = None
 
 
 def _seconds(duration: float) -> float:
     # A clock oddity must not break the NOT NULL column (NaN is stored as NULL).
     return duration if math.isfinite(duration) and duration >= 0 else 0.0
+
+
+def _commit_matches(ref: str, revision: str | None) -> bool:
+    return (
+        revision is not None
+        and len(ref) >= 7
+        and re.fullmatch(r"[0-9a-f]+", ref) is not None
+        and revision.startswith(ref)
+    )
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """A git command's output at ``root``; None where it fails. Never raises."""
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=2.0,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    out = done.stdout.strip()
+    return out if done.returncode == 0 and out else None
+
+
+#: Where CI services name the branch a job runs for (their checkouts are detached).
+BRANCH_VARIABLES = (
+    "GITHUB_HEAD_REF",  # a pull request's branch
+    "GITHUB_REF_NAME",
+    "CI_COMMIT_BRANCH",  # GitLab
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+    "BUILDKITE_BRANCH",
+    "BRANCH_NAME",  # Jenkins
+    "GIT_BRANCH",
+)
+
+
+def current_branch(root: Path, env: Mapping[str, str]) -> str | None:
+    """The branch checked out at ``root``, or the one the CI job says it runs for."""
+    branch = _git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+    if branch:
+        return branch
+    for name in BRANCH_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return value.removeprefix("origin/")
+    return None
+
+
+def current_tag(root: Path) -> str | None:
+    """A tag that points at the commit checked out at ``root``, if there is one."""
+    return _git(root, "describe", "--tags", "--exact-match", "HEAD")
 
 
 def current_commit(root: Path) -> str | None:

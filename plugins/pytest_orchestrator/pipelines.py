@@ -66,6 +66,8 @@ class Pipelines:
         self._written: list[Path] = []
         #: Earlier passing values of each test's metrics, when the run loaded them.
         self.baselines: dict[str, dict[str, list[float]]] = {}
+        #: Where the baselines come from: "last", or the --metrics-baseline ref.
+        self.baseline_ref = "last"
 
     # -- collection ------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -202,7 +204,8 @@ class Pipelines:
                 if history:
                     base = median(history)
                     change = f" ({(value - base) / abs(base):+.1%})" if base else ""
-                    text += f", baseline {fmt(base)}{change}"
+                    at = "" if self.baseline_ref == "last" else f" at {self.baseline_ref}"
+                    text += f", baseline{at} {fmt(base)}{change}"
                 lines.append(f"{text:<44} {nodeid}")
         return lines
 

@@ -20,10 +20,19 @@ import pytest
 
 from orchestrator.config import RunOptions
 from orchestrator.errors import OrchestratorError
+from orchestrator.options import METRICS_BASELINE
 from orchestrator.scheduling.head_start import LastCollection, collection_key, files_of, stamps
 from orchestrator.scheduling.resources import DEFAULT
 from orchestrator.store.durations import ENTRY_PREFIX, CollectionStore, DurationStore
-from orchestrator.store.history import HistoryStore, MetricRecord, TestResult, current_commit
+from orchestrator.store.history import (
+    HistoryStore,
+    MetricRecord,
+    TestResult,
+    current_branch,
+    current_commit,
+    current_tag,
+)
+from pytest_orchestrator.metrics import Baselines, read_baselines
 from pytest_orchestrator.pipelines import Pipelines
 from pytest_orchestrator.terminal import Terminal
 
@@ -133,15 +142,20 @@ class Records:
             except (OSError, OrchestratorError):
                 return None
 
-    def metric_baselines(self, nodeids: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-        """Metric history of these tests, for ``record_metric`` on the workers."""
+    def metric_baselines(self, nodeids: Sequence[str]) -> Baselines:
+        """Metric history of these tests at ``--metrics-baseline``, for ``record_metric``
+        on the workers; the run says so where that baseline has no recorded run."""
         window = self.pipelines.settings.metrics.window
+        ref = str(self.config.getoption(METRICS_BASELINE.dest, None) or "last")
         with warnings_shown(self.terminal):
             try:
-                return HistoryStore(self.store_path).metric_history(window, set(nodeids))
+                found = read_baselines(self.store_path, window, ref, set(nodeids))
             except (OSError, OrchestratorError) as exc:
                 self.terminal.line(f"orchestrator: metric history unavailable: {exc}", yellow=True)
-                return {}
+                return Baselines()
+        if found.note:
+            self.terminal.line(f"orchestrator: {found.note}", yellow=True)
+        return found
 
     # -- recording -------------------------------------------------------------------
     def record(
@@ -212,6 +226,8 @@ class Records:
                 value=float(m["value"]),
                 higher_is_better=bool(m.get("higher_is_better", True)),
                 passed=pipelines.outcome.get(nodeid) == "passed",
+                samples=tuple(float(v) for v in m.get("samples", ())),
+                gate=m.get("gate"),
             )
             for nodeid, recorded in pipelines.metrics.items()
             for m in recorded
@@ -220,6 +236,8 @@ class Records:
             results,
             metrics,
             commit=current_commit(self.config.rootpath),
+            branch=current_branch(self.config.rootpath, os.environ),
+            tag=current_tag(self.config.rootpath),
             started=run.started,
             wall=run.wall,
             workers=run.workers,

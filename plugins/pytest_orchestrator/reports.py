@@ -139,6 +139,7 @@ class ReportsPlugin:
             lost_workers=list(getattr(stats, "lost", ())),
             recycled_workers=list(getattr(stats, "recycled", ())),
             flake_history=self._flake_history(),
+            metrics_baseline=self.pipelines.baseline_ref,
         )
 
     def _flake_history(self) -> list[dict[str, Any]]:

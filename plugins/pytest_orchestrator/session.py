@@ -241,7 +241,9 @@ class RaySession:
             workers = len(shapes) if shapes else min(workers, len(plan.nodeids))
             given = early.kept(plan, self.terminal)
             self.plan = plan
-            self.pipelines.baselines = self.records.metric_baselines(plan.nodeids)
+            baselines = self.records.metric_baselines(plan.nodeids)
+            self.pipelines.baselines = baselines.values
+            self.pipelines.baseline_ref = baselines.ref
             self.where, self.workers = info.description, workers
             self._announce(plan, info, executor, shapes)
             env = dict(os.environ)
@@ -254,7 +256,7 @@ class RaySession:
                 timeout=time_limits(self.config, items, self.options),
                 needs=placement.needs,
                 shapes=shapes,
-                workerinput={WORKERINPUT_KEY: self.pipelines.baselines},
+                workerinput={WORKERINPUT_KEY: baselines.as_message()},
                 launched=launched,
                 entry_costs=entry_costs,
                 head_start=given,
