@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -21,6 +22,8 @@ from orchestrator.pipelines.metrics import (
     parse_gate,
 )
 from orchestrator.store.history import HistoryStore, MetricRecord, TestResult, current_branch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- gates -------------------------------------------------------------------------------
@@ -320,3 +323,38 @@ def test_record_metric_refuses_a_gate_that_contradicts_its_direction(
     tests = json.loads((pytester.path / "r.json").read_text())["tests"]
     seeds = next(t for t in tests if t["nodeid"].endswith("test_seeds"))
     assert seeds["metrics"][0]["value"] == 0.85  # the median of the seeds
+
+
+def test_the_examples_model_is_gated_against_main_in_a_repository_made_here(
+    pytester: pytest.Pytester, on_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled example's cross-validated AUC (five folds, gate -2%): recorded on main,
+    then a branch that trains on noisier labels fails against main, with the interval."""
+    pytest.importorskip("sklearn")
+    for name in ("GITHUB_REF_NAME", "GITHUB_HEAD_REF", "CI_COMMIT_BRANCH", "GIT_BRANCH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("EXAMPLES_LABEL_NOISE", raising=False)
+    root = pytester.path
+    shutil.copytree(
+        ROOT / "examples", root / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    pytester.makepyprojecttoml("[tool.orchestrator.metrics]\nwindow = 10\n")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "the churn model")
+    test = "examples/ml/model_performance/test_logistic_regression.py"
+    args = ("--ray", "--ray-workers", "1", "-p", "no:cacheprovider", test, "-k", "cross_valid")
+    main_run = pytester.runpytest_subprocess(*args, timeout=240)
+    assert main_run.ret == 0, main_run.stdout.str()
+    _git(root, "checkout", "-q", "-b", "noisy-labels")
+    same = pytester.runpytest_subprocess(*args, "--metrics-baseline", "main", timeout=240)
+    assert same.ret == 0, same.stdout.str()  # the same model passes against main
+    monkeypatch.setenv("EXAMPLES_LABEL_NOISE", "0.03")
+    worse = pytester.runpytest_subprocess(*args, "--metrics-baseline", "main", timeout=240)
+    assert worse.ret == 1, worse.stdout.str()
+    worse.stdout.fnmatch_lines(
+        [
+            "*cv_roc_auc = * is worse than its baseline * (median of the last 1 passing runs "
+            "at main)*the gate -2%; worse by * to * (95% confidence interval*",
+        ]
+    )

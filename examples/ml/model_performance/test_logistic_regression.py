@@ -1,5 +1,6 @@
 """The production candidate: a regularised logistic regression on the churn features."""
 
+import os
 import pickle
 import time
 
@@ -95,16 +96,29 @@ def test_holds_up_on_this_weeks_customers(
 
 
 def test_cross_validated_auc_is_stable(reference_customers, record_metric):
+    """The AUC of each of five folds, recorded together: the gate of 2% fails a run only when
+    the folds' median is lower than the baseline's (the runs of ``--metrics-baseline``,
+    e.g. main) beyond the gate with 95% confidence, not when one fold is unlucky.
+
+    ``EXAMPLES_LABEL_NOISE`` (a share, 0 by default) flips that share of the labels before
+    training, to see the gate catch a worse model.
+    """
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    labels = reference_customers[TARGET]
+    noise = float(os.environ.get("EXAMPLES_LABEL_NOISE", "0"))
+    if noise:
+        flipped = np.random.default_rng(0).random(len(labels)) < noise
+        as_int = labels.astype(int)
+        labels = as_int.where(~flipped, 1 - as_int).astype(labels.dtype)
     aucs = cross_val_score(
         logistic_regression(),
         reference_customers[FEATURES],
-        reference_customers[TARGET],
+        labels,
         cv=folds,
         scoring="roc_auc",
         n_jobs=1,
     )
-    record_metric("cv_roc_auc_mean", float(aucs.mean()), min=0.82)
+    record_metric("cv_roc_auc", [float(a) for a in aucs], min=0.80, gate="-2%")
     record_metric("cv_roc_auc_std", float(aucs.std()), higher_is_better=False, max=0.03)
 
 
