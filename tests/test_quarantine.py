@@ -228,6 +228,10 @@ def test_a_quarantined_failure_is_reported_and_does_not_fail_the_run(
         "quarantined": "#12 races on CI"
     }
     assert _cases(pytester.path / "r.xml")["test_ok"].find("properties") is None
+    # -x does not stop at a quarantined test's failure: the rest of the suite runs.
+    stop_first = pytester.runpytest_subprocess("-x", "-p", "no:cacheprovider")
+    assert stop_first.ret == 0
+    stop_first.stdout.fnmatch_lines(["*1 failed, 1 passed*"])
     for off in (["--quarantine", "off"], ["--ray-strict-quarantine"]):
         strict = pytester.runpytest_subprocess(*off, "-p", "no:cacheprovider")
         assert strict.ret == 1

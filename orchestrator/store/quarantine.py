@@ -63,9 +63,8 @@ class QuarantineStore(SqliteStore):
                 ).fetchall()
             finally:
                 conn.close()
-        except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
-            return []
+        except sqlite3.DatabaseError:
+            return []  # the run's duration store sets an unreadable file aside, and says so
         return [
             Entry(nodeid, reason, _date(until), source, streak)
             for nodeid, reason, until, source, streak in rows
@@ -156,9 +155,8 @@ class QuarantineStore(SqliteStore):
                 ).fetchall()
             finally:
                 conn.close()
-        except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
-            return []
+        except sqlite3.DatabaseError:
+            return []  # the run's duration store sets an unreadable file aside, and says so
 
     def _write(self, work: Any) -> None:
         try:

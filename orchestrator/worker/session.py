@@ -657,6 +657,7 @@ PRELOADED = (
     "orchestrator.pipelines.metrics",
     "orchestrator.scheduling.planner",
     "orchestrator.reports.progress",
+    "orchestrator.reports.run_report",
     "orchestrator.worker.recycle",
     "orchestrator.scheduling.resources",
     "orchestrator.scheduling.retry",

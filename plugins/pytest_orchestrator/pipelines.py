@@ -109,6 +109,8 @@ class Pipelines:
         nodeid = report.nodeid
         self.seconds[nodeid] += report.duration
         when = report.when
+        if report.failed and nodeid not in self.message:
+            self.message[nodeid] = failure_message(report.longreprtext)
         if when == "call":
             if hasattr(report, "wasxfail"):
                 self.outcome[nodeid] = "xfailed" if report.skipped else "xpassed"
@@ -119,8 +121,6 @@ class Pipelines:
                 self.metrics[nodeid] = list(metrics)
         elif report.outcome == "passed":  # a setup or teardown: most are
             return
-        if report.failed and nodeid not in self.message:
-            self.message[nodeid] = failure_message(report.longreprtext)
         elif when == "setup":
             if report.failed:
                 self.outcome[nodeid] = "error"

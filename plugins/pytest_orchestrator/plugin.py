@@ -192,9 +192,12 @@ def _quarantine(config: pytest.Config) -> None:
         settings = load_settings(config.rootpath)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+    store = _store_path(config)
+    if not (settings.quarantine or settings.flake_policy.auto or store.exists()):
+        return  # nothing quarantined, nothing to read
     from pytest_orchestrator.quarantine import quarantine_plugin
 
-    plugin = quarantine_plugin(settings, _store_path(config), dt.date.today())
+    plugin = quarantine_plugin(settings, store, dt.date.today())
     if plugin is not None:
         config.pluginmanager.register(plugin, "orchestrator-quarantine")
 

@@ -11,7 +11,7 @@ whose flake rate reached the threshold are quarantined for the next runs; the ru
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ import pytest
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipelines.flaky import Entry, FlakePolicy, after_run, excused, in_force
 from orchestrator.settings import Settings
-from orchestrator.store.history import HistoryStore
 from orchestrator.store.quarantine import QuarantineStore, with_streaks
 from pytest_orchestrator.pytest_private import TerminalReporter
 
@@ -56,20 +55,34 @@ class QuarantinePlugin:
         self.released: list[tuple[Entry, str]] = []
         self.added: list[Entry] = []
         self.problem: str | None = None
+        self.session: pytest.Session | None = None
         self._finished = self._settled = False
 
     # -- the run ---------------------------------------------------------------------
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, None, None]:
+        if self._before(report) and self.session is not None:
+            # pytest's session counts the failure next (for the exit status, -x and
+            # --maxfail): a quarantined test's does not count, so that -x does not stop
+            # the run for it either. Taken off first, it is added back by that count.
+            self.session.testsfailed -= 1
+        return (yield)
+
+    def _before(self, report: pytest.TestReport) -> bool:
+        """Note what the report says; True for a quarantined test's failure that pytest
+        counts. Its teardown report gets the JUnit property before the writer reads it."""
         nodeid = report.nodeid
         if str(report.outcome) == "rerun":  # pytest-rerunfailures' earlier attempt
             self.rerun.add(nodeid)
-            return
+            return False
         if report.failed:
             self.failing.add(nodeid)
         entry = self.entries.get(nodeid)
         if entry is None:
-            return
+            return False
         if report.failed:
             self.results[nodeid] = ("error" if report.when != "call" else "failed", False)
         elif report.when == "call" or (report.when == "setup" and report.skipped):
@@ -78,6 +91,7 @@ class QuarantinePlugin:
                 self.results[nodeid] = (outcome, False)
         if report.when == "teardown" and nodeid in self.failing:
             report.user_properties.append((PROPERTY, entry.describe()))
+        return report.failed and not hasattr(report, "wasxfail")
 
     def plain_pass(
         self,
@@ -96,11 +110,12 @@ class QuarantinePlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """A run whose only failures are quarantined tests' passes."""
+        """A run whose only failures are quarantined tests' passes (pytest did not count
+        them; a status set otherwise, by a plugin that counts failures itself, too)."""
         self._finished = True
-        if session.exitstatus != pytest.ExitCode.TESTS_FAILED or self.collect_errors:
+        if self.collect_errors or not excused(self.failing, self.entries):
             return
-        if excused(self.failing, self.entries):
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             self.excused = sorted(self.failing)
             session.exitstatus = pytest.ExitCode.OK
 
@@ -173,6 +188,8 @@ def _flaky_of(config: pytest.Config) -> set[str]:
 
 def auto_entries(store_path: Path, policy: FlakePolicy, quarantined: set[str]) -> list[Entry]:
     """Tests the recorded runs show at the flake-rate threshold, not quarantined yet."""
+    from orchestrator.store.history import HistoryStore
+
     found = HistoryStore(store_path).flake_candidates(policy.window)
     entries = []
     for nodeid, runs in sorted(found.items()):
