@@ -437,6 +437,25 @@ def test_the_pipelines_record_a_plain_pass_as_its_three_reports_would() -> None:
     assert direct.seconds["t.py::t"] == 0.1 + 0.2 + 0.3
 
 
+@pytest.mark.parametrize(
+    ("failed", "outcome"), [("setup", "error"), ("call", "failed"), ("teardown", "error")]
+)
+def test_the_pipelines_keep_a_failures_outcome_and_its_first_message(
+    failed: str, outcome: str
+) -> None:
+    pipelines = Pipelines(SimpleNamespace(), SimpleNamespace(), None, {})  # type: ignore[arg-type]
+    for when in ("setup", "call", "teardown"):
+        if when == "call" and failed == "setup":
+            continue  # pytest runs no call after a failed setup
+        text = f"E   RuntimeError: {when} went wrong" if when == failed else ""
+        report = pytest.TestReport(
+            "t.py::t", ("t.py", 0, "t"), {}, "failed" if text else "passed", text or None, when
+        )
+        pipelines.pytest_runtest_logreport(report)
+    assert pipelines.outcome["t.py::t"] == outcome
+    assert pipelines.message_of("t.py::t") == f"RuntimeError: {failed} went wrong"
+
+
 @pytest.mark.parametrize("stops", [(1.1, 1.3, 1.2), (1.1, 1.2, 1.3), (1.3, 1.2, 1.1)])
 def test_the_reports_record_a_plain_pass_as_its_three_reports_would(
     stops: tuple[float, float, float],
