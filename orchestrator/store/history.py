@@ -826,20 +826,8 @@ def current_tag(root: Path) -> str | None:
 
 def current_commit(root: Path) -> str | None:
     """The commit checked out at ``root``; None when that cannot be told. Never raises."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=2.0,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    sha = done.stdout.strip()
-    if done.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}(?:[0-9a-f]{24})?", sha):
+    sha = _git(root, "rev-parse", "--verify", "--quiet", "HEAD")
+    if sha is None or not re.fullmatch(r"[0-9a-f]{40}(?:[0-9a-f]{24})?", sha):
         return None
     return sha
 
