@@ -293,6 +293,11 @@ def test_with_ray_flaky_tests_are_quarantined_by_rate_and_excused(
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["FAILED (quarantined: flaky in 2 of its last 2 runs*"])
     assert 'id="flake-history"' in (pytester.path / "r.html").read_text()
+    # --ray-fail-on-flaky: a quarantined test's flake is known and does not fail the run.
+    monkeypatch.setenv("MARK", str(pytester.path / "mark4"))
+    monkeypatch.delenv("BROKEN")
+    result = pytester.runpytest_subprocess(*args, "--ray-fail-on-flaky", timeout=240)
+    assert result.ret == 0, result.stdout.str()
 
 
 def test_pyproject_quarantine_table_is_read_into_the_settings() -> None:

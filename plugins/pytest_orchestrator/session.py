@@ -278,6 +278,17 @@ class RaySession:
             # frames have no line numbers and break pytest's report of the interruption.
             raise KeyboardInterrupt(str(exc) or "interrupted") from None
 
+    def _flaky_outside_quarantine(self) -> list[str]:
+        """Tests that passed only on a retry, less the quarantined ones (whose flakes are
+        known and do not fail the run)."""
+        if self.stats is None:
+            return []
+        items = self.replay.items
+        flaky = [items[i].nodeid for i in self.stats.flaky]
+        quarantine = self.config.pluginmanager.get_plugin("orchestrator-quarantine")
+        quarantined = getattr(quarantine, "entries", {})
+        return [nodeid for nodeid in flaky if nodeid not in quarantined]
+
     def _needs(self, items: Sequence[pytest.Item]) -> list[Resources]:
         """What each test needs of a worker (see the ``resources`` marker)."""
         return [self.pipelines.need_of.get(item.nodeid, DEFAULT) for item in items]
@@ -315,7 +326,7 @@ class RaySession:
         if (
             self.options.fail_on_flaky
             and self.stats is not None
-            and self.stats.flaky
+            and self._flaky_outside_quarantine()
             and session.exitstatus == pytest.ExitCode.OK
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -352,7 +363,7 @@ class RaySession:
             store=str(self.options.store_path),
             startup=startup,
             flaky=[(replay.items[i].nodeid, n) for i, n in sorted(self.stats.flaky.items())],
-            fail_on_flaky=self.options.fail_on_flaky,
+            fail_on_flaky=self.options.fail_on_flaky and bool(self._flaky_outside_quarantine()),
             retried_failing=[
                 (replay.items[i].nodeid, n)
                 for i, n in sorted(replay.attempts.items())
