@@ -209,6 +209,12 @@ def _merge_stores(args: argparse.Namespace) -> int:
     folded = store.fold()
     if folded or not inputs:
         print(f"{folded} durations of --shard runs folded into {store.path}")
+    quarantine = QuarantineStore(store.path)
+    for path, _ in inputs:
+        if path.resolve() != store.path.resolve():
+            changed = quarantine.absorb(QuarantineStore(path))
+            if changed:
+                print(f"quarantine: {changed} change(s) from {path} taken into {store.path}")
     return 0
 
 

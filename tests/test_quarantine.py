@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from orchestrator.config import STORE_ENV
 from orchestrator.errors import UsageError
 from orchestrator.pipelines.flaky import Entry, RunOfTest
 from orchestrator.reports.run_report import flake_series
+from orchestrator.store.durations import DurationStore
 from orchestrator.store.history import HistoryStore, TestResult
 from orchestrator.store.quarantine import (
     QuarantineStore,
@@ -310,3 +312,30 @@ def test_pyproject_quarantine_table_is_read_into_the_settings() -> None:
     assert settings.quarantine == (Entry("t.py::a", "#1", None, "pyproject"),)
     with pytest.raises(UsageError, match=r"p: \[tool.orchestrator.quarantine\]: unknown key"):
         settings_from_table({"quarantine": {"treshold": 0.2}}, "p")
+
+
+def test_parallel_jobs_stores_merge_their_quarantine_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two --shard jobs start from one store; each runs some quarantined tests. Merging
+    their stores keeps each test's newest streak and the release one of them made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    main_store = tmp_path / "main.db"
+    a, b, c = Entry("t.py::a", "#1"), Entry("t.py::b", "#2"), Entry("t.py::c", "#3")
+    DurationStore(main_store).record({"t.py::a": 1.0})  # what a run leaves
+    QuarantineStore(main_store).add([a, b, c])
+    jobs = [tmp_path / "job1.db", tmp_path / "job2.db"]
+    for job in jobs:
+        job.write_bytes(main_store.read_bytes())
+    time.sleep(0.01)  # the jobs' changes come after the store they restored
+    QuarantineStore(jobs[0]).apply([Entry("t.py::a", "#1", streak=1), c], [])
+    QuarantineStore(jobs[1]).apply([b], [(c, "passed 10 runs in a row")])
+    argv = ["durations", "merge", *map(str, jobs), "--store", str(main_store)]
+    assert main(argv) == 0
+    assert "quarantine: " in capsys.readouterr().out
+    assert QuarantineStore(main_store).entries() == [Entry("t.py::a", "#1", streak=1), b]
+    assert [r[0] for r in QuarantineStore(main_store).released()] == ["t.py::c"]
+    # Merging again changes nothing.
+    assert main(argv) == 0
+    assert "quarantine: " not in capsys.readouterr().out

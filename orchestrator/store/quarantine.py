@@ -9,6 +9,7 @@ to a JSON file to commit, and ``import`` reads such a file back.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     until TEXT,
     source TEXT NOT NULL,
     added REAL NOT NULL,
-    streak INTEGER NOT NULL DEFAULT 0
+    streak INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS quarantine_released (
     nodeid TEXT NOT NULL,
@@ -50,6 +52,20 @@ class QuarantineStore(SqliteStore):
     schema = _SCHEMA
     what = "quarantine"
     consequence = "Tests quarantined with `orchestrator quarantine add` must be added again."
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = super()._connect()
+        try:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(quarantine)")}
+            if "updated" not in have:  # a table from before entries were dated
+                with contextlib.suppress(sqlite3.OperationalError):  # another run added it
+                    conn.execute(
+                        "ALTER TABLE quarantine ADD COLUMN updated REAL NOT NULL DEFAULT 0"
+                    )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def entries(self) -> list[Entry]:
         """Every entry, by test id; none when there is no store."""
@@ -75,10 +91,14 @@ class QuarantineStore(SqliteStore):
         now = time.time()
         self._write(
             lambda conn: conn.executemany(
-                "INSERT INTO quarantine (nodeid, reason, until, source, added, streak)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (nodeid) DO UPDATE SET"
-                " reason = excluded.reason, until = excluded.until, source = excluded.source",
-                ((e.nodeid, e.reason, _text(e.until), e.source, now, e.streak) for e in entries),
+                "INSERT INTO quarantine (nodeid, reason, until, source, added, streak, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (nodeid) DO UPDATE SET"
+                " reason = excluded.reason, until = excluded.until, source = excluded.source,"
+                " updated = excluded.updated",
+                (
+                    (e.nodeid, e.reason, _text(e.until), e.source, now, e.streak, now)
+                    for e in entries
+                ),
             )
         )
 
@@ -108,10 +128,13 @@ class QuarantineStore(SqliteStore):
 
         def work(conn: sqlite3.Connection) -> None:
             for entry in kept:
+                # A streak that changed is dated, so that merging the stores of parallel
+                # jobs (each ran some of the tests) keeps each test's newest count.
                 conn.execute(
-                    "INSERT INTO quarantine (nodeid, reason, until, source, added, streak)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (nodeid) DO UPDATE SET"
-                    " streak = excluded.streak",
+                    "INSERT INTO quarantine (nodeid, reason, until, source, added, streak, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (nodeid) DO UPDATE SET"
+                    " streak = excluded.streak, updated = CASE WHEN quarantine.streak ="
+                    " excluded.streak THEN quarantine.updated ELSE excluded.updated END",
                     (
                         entry.nodeid,
                         entry.reason,
@@ -119,6 +142,7 @@ class QuarantineStore(SqliteStore):
                         entry.source,
                         now,
                         entry.streak,
+                        now,
                     ),
                 )
             for entry, why in released:
@@ -129,9 +153,10 @@ class QuarantineStore(SqliteStore):
                     (entry.nodeid, entry.reason, now, why),
                 )
             conn.executemany(
-                "INSERT OR IGNORE INTO quarantine (nodeid, reason, until, source, added, streak)"
-                " VALUES (?, ?, ?, ?, ?, 0)",
-                ((e.nodeid, e.reason, _text(e.until), e.source, now) for e in added),
+                "INSERT OR IGNORE INTO quarantine"
+                " (nodeid, reason, until, source, added, streak, updated)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?)",
+                ((e.nodeid, e.reason, _text(e.until), e.source, now, now) for e in added),
             )
             conn.execute(
                 "DELETE FROM quarantine_released WHERE rowid NOT IN (SELECT rowid FROM"
@@ -140,6 +165,63 @@ class QuarantineStore(SqliteStore):
             )
 
         self._write(work)
+
+    def absorb(self, other: QuarantineStore) -> int:
+        """Take in what another store (a parallel job's copy of this one) changed: each
+        test's newest entry, and its releases (a test released there after its newest
+        change here leaves quarantine here too). Returns how many tests changed here."""
+        if not other.path.exists():
+            return 0
+        try:
+            conn = other._connect()
+            try:
+                rows = conn.execute(
+                    "SELECT nodeid, reason, until, source, added, streak, updated FROM quarantine"
+                ).fetchall()
+                releases = conn.execute(
+                    "SELECT nodeid, reason, released, why FROM quarantine_released"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise OrchestratorError(f"cannot read the quarantine in {other.path}: {exc}") from None
+        changed = 0
+
+        def work(conn: sqlite3.Connection) -> None:
+            nonlocal changed
+            for nodeid, reason, when, why in releases:
+                known = conn.execute(
+                    "SELECT 1 FROM quarantine_released WHERE nodeid = ? AND released = ?",
+                    (nodeid, when),
+                ).fetchone()
+                if known is None:
+                    conn.execute(
+                        "INSERT INTO quarantine_released (nodeid, reason, released, why)"
+                        " VALUES (?, ?, ?, ?)",
+                        (nodeid, reason, when, why),
+                    )
+                changed += conn.execute(
+                    "DELETE FROM quarantine WHERE nodeid = ? AND updated < ?", (nodeid, when)
+                ).rowcount
+            for row in rows:
+                nodeid, updated = row[0], row[6]
+                released_since = conn.execute(
+                    "SELECT 1 FROM quarantine_released WHERE nodeid = ? AND released >= ?",
+                    (nodeid, updated),
+                ).fetchone()
+                if released_since is not None:
+                    continue  # released after this entry last changed
+                changed += conn.execute(
+                    "INSERT INTO quarantine (nodeid, reason, until, source, added, streak, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (nodeid) DO UPDATE SET"
+                    " reason = excluded.reason, until = excluded.until, source = excluded.source,"
+                    " streak = excluded.streak, updated = excluded.updated"
+                    " WHERE excluded.updated > quarantine.updated",
+                    row,
+                ).rowcount
+
+        self._write(work)
+        return changed
 
     def released(self, since: float = 0.0) -> list[tuple[str, str, float, str]]:
         """(test, reason, when, why) of the entries released since ``since``, newest first."""
