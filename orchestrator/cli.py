@@ -21,7 +21,7 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.options import RUN_OPTIONS, as_pytest_args, check_run_args
 from orchestrator.pipelines.flaky import Entry, parse_until
 from orchestrator.reports.atomic import write_text_atomically
-from orchestrator.reports.flaky_list import flaky_lines, quarantine_lines, quarantine_of
+from orchestrator.reports.flaky_list import flaky_lines, quarantine_lines
 from orchestrator.reports.metric_compare import compare_lines
 from orchestrator.reports.progress import format_duration
 from orchestrator.settings import load_settings
@@ -262,7 +262,7 @@ def _history(args: argparse.Namespace) -> int:
 def _flaky(args: argparse.Namespace) -> int:
     settings = load_settings(_root())
     path = _store_path(args.store)
-    entries = quarantine_of(QuarantineStore(path), settings.quarantine)
+    entries = QuarantineStore(path).entries_with(settings.quarantine)
     lines = flaky_lines(
         HistoryStore(path), entries, settings.flake_policy, max(1, args.top), dt.date.today()
     )
@@ -277,7 +277,7 @@ def _quarantine(args: argparse.Namespace) -> int:
     today = dt.date.today()
     if args.action == "list":
         for line in quarantine_lines(
-            quarantine_of(store, settings.quarantine), settings.flake_policy, today
+            store.entries_with(settings.quarantine), settings.flake_policy, today
         ):
             print(line)
     elif args.action == "add":
@@ -305,7 +305,7 @@ def _quarantine(args: argparse.Namespace) -> int:
             )
         print(f"{removed} test(s) out of quarantine")
     elif args.action == "export":
-        text = export_entries(quarantine_of(store, settings.quarantine))
+        text = export_entries(store.entries_with(settings.quarantine))
         if args.file is None:
             print(text, end="")
         else:

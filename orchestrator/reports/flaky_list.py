@@ -16,7 +16,6 @@ from orchestrator.pipelines.flaky import (
     in_force,
 )
 from orchestrator.store.history import HistoryStore
-from orchestrator.store.quarantine import QuarantineStore, with_streaks
 
 #: Distinct failure messages shown per test, the most frequent first.
 SHOWN_MESSAGES = 3
@@ -72,12 +71,6 @@ def find_flaky(
         )
     found.sort(key=lambda f: (-f.rate, -f.last_flake, f.nodeid))
     return found
-
-
-def quarantine_of(store: QuarantineStore, configured: tuple[Entry, ...]) -> list[Entry]:
-    """Every entry a run would apply: pyproject's (with their streaks) and the store's."""
-    released = {(nodeid, reason) for nodeid, reason, _, _ in store.released()}
-    return with_streaks(configured, store.entries(), released)
 
 
 def flaky_lines(
@@ -151,4 +144,4 @@ def quarantine_lines(entries: list[Entry], policy: FlakePolicy, today: dt.date) 
     return lines
 
 
-__all__ = ["FlakyTest", "find_flaky", "flaky_lines", "quarantine_lines", "quarantine_of"]
+__all__ = ["FlakyTest", "find_flaky", "flaky_lines", "quarantine_lines"]

@@ -69,6 +69,9 @@ class SqliteStore:
     schema = ""
     what = "store"
     consequence = ""
+    #: Columns added to ``schema``'s tables since stores were first written, as
+    #: (table, column, declaration): a store an earlier version wrote gets them on opening.
+    added_columns: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -83,6 +86,11 @@ class SqliteStore:
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.executescript(self.schema)
+            for table, column, declaration in self.added_columns:
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    with contextlib.suppress(sqlite3.OperationalError):  # another run added it
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except BaseException:
             conn.close()
             raise

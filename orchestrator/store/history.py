@@ -8,7 +8,6 @@ thing to ignore, cache in CI or delete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -296,17 +295,14 @@ class HistoryStore(SqliteStore):
     MAX_RUNS = 200  # older runs are pruned when a run is recorded
 
     schema = _SCHEMA
+    added_columns = (
+        ("runs", "branch", "TEXT"),
+        ("runs", "tag", "TEXT"),
+        ("metric_values", "samples", "TEXT"),
+        ("metric_series", "gate", "TEXT"),
+    )
     what = "run history"
     consequence = "Earlier runs and durations are forgotten; metric baselines start again."
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = super()._connect()
-        try:
-            _add_columns(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     # -- writing -----------------------------------------------------------------------
     def record_run(
@@ -681,21 +677,25 @@ class HistoryStore(SqliteStore):
         was flaky or failed in a recorded run: the only ones that can have flaked."""
 
         def work(conn: sqlite3.Connection) -> dict[str, list[RunOfTest]]:
-            bad = [test_id for test_id, _, _ in conn.execute(_FLAKY_OR_FAILED)]
-            out: dict[str, list[RunOfTest]] = {}
-            for test_id in bad:
-                rows = conn.execute(
-                    "SELECT t.nodeid, r.run_id, u.revision, r.outcome, r.flaky"
-                    " FROM results AS r JOIN tests AS t ON t.id = r.test_id"
-                    " JOIN runs AS u ON u.id = r.run_id"
-                    " WHERE r.test_id = ? ORDER BY r.run_id DESC LIMIT ?",
-                    (test_id, window),
-                ).fetchall()
-                for nodeid, run_id, commit, outcome, flaky in reversed(rows):
-                    out.setdefault(nodeid, []).append(
-                        RunOfTest(run_id, commit, outcome, bool(flaky))
+            bad = {test_id for test_id, _, _ in conn.execute(_FLAKY_OR_FAILED)}
+            if not bad:
+                return {}
+            # One pass over the results in the order they are stored (a query per test
+            # would scan them once per test: the key leads with the run).
+            commits = dict(conn.execute("SELECT id, revision FROM runs"))
+            runs: dict[int, list[RunOfTest]] = {}
+            for test_id, run_id, outcome, flaky in conn.execute(
+                "SELECT test_id, run_id, outcome, flaky FROM results"
+            ):
+                if test_id in bad:
+                    runs.setdefault(test_id, []).append(
+                        RunOfTest(run_id, commits.get(run_id), outcome, bool(flaky))
                     )
-            return out
+            return {
+                nodeid: sorted(runs[test_id], key=lambda r: r.run_id)[-window:]
+                for test_id, nodeid in conn.execute("SELECT id, nodeid FROM tests")
+                if test_id in runs
+            }
 
         return self._query(work, {})
 
@@ -720,24 +720,6 @@ class HistoryStore(SqliteStore):
             return {run_id: started for run_id, started in rows if run_id in run_ids}
 
         return self._query(work, {})
-
-
-#: Columns added since the first stores were written: (table, column, type).
-_ADDED_COLUMNS = (
-    ("runs", "branch", "TEXT"),
-    ("runs", "tag", "TEXT"),
-    ("metric_values", "samples", "TEXT"),
-    ("metric_series", "gate", "TEXT"),
-)
-
-
-def _add_columns(conn: sqlite3.Connection) -> None:
-    """Give a store written by an earlier version the columns it lacks (NULL there)."""
-    for table, column, kind in _ADDED_COLUMNS:
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            with contextlib.suppress(sqlite3.OperationalError):  # another run added it
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _keep_results_by_run(conn: sqlite3.Connection) -> None:

@@ -9,7 +9,6 @@ to a JSON file to commit, and ``import`` reads such a file back.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -50,41 +49,40 @@ class QuarantineStore(SqliteStore):
     """Reads and changes the quarantine at ``path`` (the store's SQLite file)."""
 
     schema = _SCHEMA
+    added_columns = (("quarantine", "updated", "REAL NOT NULL DEFAULT 0"),)
     what = "quarantine"
     consequence = "Tests quarantined with `orchestrator quarantine add` must be added again."
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = super()._connect()
-        try:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(quarantine)")}
-            if "updated" not in have:  # a table from before entries were dated
-                with contextlib.suppress(sqlite3.OperationalError):  # another run added it
-                    conn.execute(
-                        "ALTER TABLE quarantine ADD COLUMN updated REAL NOT NULL DEFAULT 0"
-                    )
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def entries(self) -> list[Entry]:
         """Every entry, by test id; none when there is no store."""
+        rows = self._rows(
+            "SELECT nodeid, reason, until, source, streak FROM quarantine ORDER BY nodeid"
+        )
+        return [
+            Entry(nodeid, reason, _date(until), source, streak)
+            for nodeid, reason, until, source, streak in rows
+        ]
+
+    def entries_with(self, configured: Sequence[Entry]) -> list[Entry]:
+        """Every entry of a run, those past their date included: ``configured``
+        (pyproject's) with the streaks kept here, and this store's own (see
+        :func:`with_streaks`)."""
+        released = {(nodeid, reason) for nodeid, reason, _, _ in self.released()}
+        return with_streaks(configured, self.entries(), released)
+
+    def _rows(self, sql: str) -> list[Any]:
+        """A query's rows; none where there is no store, or it cannot be read (the run's
+        duration store sets an unreadable file aside, and says so)."""
         if not self.path.exists():
             return []
         try:
             conn = self._connect()
             try:
-                rows = conn.execute(
-                    "SELECT nodeid, reason, until, source, streak FROM quarantine ORDER BY nodeid"
-                ).fetchall()
+                return conn.execute(sql).fetchall()
             finally:
                 conn.close()
         except sqlite3.DatabaseError:
-            return []  # the run's duration store sets an unreadable file aside, and says so
-        return [
-            Entry(nodeid, reason, _date(until), source, streak)
-            for nodeid, reason, until, source, streak in rows
-        ]
+            return []
 
     def add(self, entries: Sequence[Entry]) -> None:
         """Quarantine these tests (an entry already there is replaced, its streak kept)."""
@@ -223,22 +221,11 @@ class QuarantineStore(SqliteStore):
         self._write(work)
         return changed
 
-    def released(self, since: float = 0.0) -> list[tuple[str, str, float, str]]:
-        """(test, reason, when, why) of the entries released since ``since``, newest first."""
-        if not self.path.exists():
-            return []
-        try:
-            conn = self._connect()
-            try:
-                return conn.execute(
-                    "SELECT nodeid, reason, released, why FROM quarantine_released"
-                    " WHERE released >= ? ORDER BY released DESC",
-                    (since,),
-                ).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError:
-            return []  # the run's duration store sets an unreadable file aside, and says so
+    def released(self) -> list[tuple[str, str, float, str]]:
+        """(test, reason, when, why) of the released entries, newest first."""
+        return self._rows(
+            "SELECT nodeid, reason, released, why FROM quarantine_released ORDER BY released DESC"
+        )
 
     def _write(self, work: Any) -> None:
         try:

@@ -55,9 +55,7 @@ class Baselines:
 
     @classmethod
     def from_message(cls, data: Any) -> Baselines:
-        if isinstance(data, dict) and "values" in data:
-            return cls(data["values"], data.get("samples", {}), data.get("ref", "last"))
-        return cls(data if isinstance(data, dict) else {})
+        return cls(data["values"], data["samples"], data["ref"])
 
 
 def read_baselines(

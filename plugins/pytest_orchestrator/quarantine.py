@@ -19,7 +19,7 @@ import pytest
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipelines.flaky import Entry, FlakePolicy, after_run, excused, in_force
 from orchestrator.settings import Settings
-from orchestrator.store.quarantine import QuarantineStore, with_streaks
+from orchestrator.store.quarantine import QuarantineStore
 from pytest_orchestrator.pytest_private import TerminalReporter
 
 #: The JUnit property a quarantined test's case gets when it fails.
@@ -172,9 +172,7 @@ def quarantine_plugin(
 ) -> QuarantinePlugin | None:
     """The plugin for a run under ``settings``' quarantine and the store's; None where
     nothing is quarantined and nothing would be (no ``auto``)."""
-    store = QuarantineStore(store_path)
-    released = {(nodeid, reason) for nodeid, reason, _, _ in store.released()}
-    entries = with_streaks(settings.quarantine, store.entries(), released)
+    entries = QuarantineStore(store_path).entries_with(settings.quarantine)
     if not entries and not settings.flake_policy.auto:
         return None
     return QuarantinePlugin(entries, settings.flake_policy, store_path, today=today)
